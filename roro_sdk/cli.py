@@ -1,0 +1,182 @@
+"""The ``roro`` command line: the same objects as the Python API, one subcommand each.
+
+Without ``--pool`` every command uses the embedded default pool (local models, no key, no network).
+Errors of roro-sdk print as one clear line and exit with status 2; nothing prints a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import RoroError
+
+__all__ = ["main"]
+
+
+def _pool(args: argparse.Namespace):
+    from .defaults import default_pool
+    from .pool import ModelPool
+
+    return ModelPool.from_file(args.pool) if getattr(args, "pool", None) else default_pool()
+
+
+def _routers(spec: str, seed: int) -> list:
+    from .routers import make_router
+
+    return [make_router(s, seed=seed) for s in spec.split(",") if s.strip()]
+
+
+def _runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_steps": args.max_steps, "token_budget": args.token_budget, "cost_budget": args.cost_budget}
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    pool = _pool(args)
+    rows = [("name", "litellm model", "mode", "$/1M in", "$/1M out", "max tok/step", "key env")]
+    for s in pool.specs:
+        price = lambda v: "UNPRICED" if v is None else f"{v:g}"  # noqa: E731
+        rows.append((s.name, s.model, s.mode, price(s.input_price_per_m), price(s.output_price_per_m), str(s.max_tokens_per_step), s.api_key_env or "-"))
+    _table(rows)
+    print(f"small = {pool.small}, large = {pool.large}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import StepwiseRuntime
+    from .types import Query
+
+    pool = _pool(args)
+    (router,) = _routers(args.router, args.seed)[:1]
+    rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
+    query = Query(question=args.question, answer=args.answer)
+    traj = rt.run(query)
+    if args.json:
+        print(traj.to_jsonl())
+        return 0
+    for s in traj.steps:
+        side = f" (+{len(s.side_calls)} side call{'s' if len(s.side_calls) != 1 else ''})" if s.side_calls else ""
+        print(f"[{s.index}] {s.model}{side}: {s.text}")
+        if args.verbose:
+            print(f"      reason: {s.reason}; tokens in/out {s.input_tokens}/{s.output_tokens}; ${s.cost_usd:.6f}; {s.latency_s:.2f}s")
+    u = traj.usage
+    print(f"answer: {traj.answer}" + (f" (correct: {traj.correct})" if traj.correct is not None else ""))
+    print(f"stop: {traj.stop_reason}; steps: {len(traj.steps)} {traj.steps_by_model()}; tokens in/out: {u.input_tokens}/{u.output_tokens}; "
+          f"cost: ${u.cost_usd:.6f}{'' if u.priced else ' (UNPRICED models involved)'}; time: {traj.wall_time_s:.1f}s")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval import summarize
+    from .runtime import StepwiseRuntime
+    from .tasks import load_dataset
+    from .trajectories import write_trajectories
+
+    pool = _pool(args)
+    queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
+    routers = _routers(args.router, args.seed)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not args.append:
+            out.unlink()
+    summaries = []
+    for router in routers:
+        rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
+        t0 = time.perf_counter()
+        trajs = rt.run_many(queries, concurrency=args.concurrency, progress=not args.quiet)
+        wall = time.perf_counter() - t0
+        if out is not None:
+            write_trajectories(out, trajs)
+        s = summarize(trajs, large=pool.large, router=router.name)
+        summaries.append((s, wall))
+    rows = [("router", "n", "accuracy", "cost $", "$/query", "large steps", "large tokens", "steps/q", "errors", "wall s")]
+    for s, wall in summaries:
+        rows.append((s.router, str(s.n), f"{s.accuracy:.1%}", f"{s.total_cost_usd:.6f}", f"{s.mean_cost_usd:.2e}",
+                     f"{s.large_step_share:.0%}", f"{s.large_token_share:.0%}", f"{s.mean_steps:.1f}", str(s.errors), f"{wall:.1f}"))
+    print(f"dataset: {args.dataset} ({len(queries)} queries); pool: {', '.join(pool.names)}")
+    _table(rows)
+    if out is not None:
+        print(f"trajectories: {out}")
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps([dict(s.model_dump(), wall_s=w) for s, w in summaries], indent=2))
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for j, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pool", help="pool file (.yaml/.toml/.json); default: the embedded local pool")
+    p.add_argument("--max-steps", type=int, default=24)
+    p.add_argument("--token-budget", type=int, default=None, help="max output tokens per query")
+    p.add_argument("--cost-budget", type=float, default=None, help="max dollars per query (checked before each call)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="roro", description="Route each reasoning step to the right model.")
+    ap.add_argument("--version", action="version", version=f"roro-sdk {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the pool's models and prices")
+    p.add_argument("--pool")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("run", help="route one question and print the step trace")
+    p.add_argument("question")
+    p.add_argument("--answer", default=None, help="reference answer, to print whether the result is correct")
+    p.add_argument("--router", default="random:0.5", help="router spec (see 'roro routers')")
+    p.add_argument("--json", action="store_true", help="print the trajectory as JSON")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="evaluate routers on a dataset and print a summary")
+    p.add_argument("--dataset", default="sample", help="'sample', 'rg:<generator>', or a .jsonl file")
+    p.add_argument("--router", default="all-small,all-large", help="comma-separated router specs")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--out", default=None, help="write trajectories to this JSONL file")
+    p.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
+    p.add_argument("--summary-json", default=None)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("routers", help="list router specs")
+    p.set_defaults(func=lambda a: _print_routers())
+    return ap
+
+
+def _print_routers() -> int:
+    from .routers import ROUTER_SPECS
+
+    _table([("spec", "meaning")] + list(ROUTER_SPECS.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RoroError as e:
+        print(f"roro: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("roro: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The typed exception hierarchy of roro-sdk.
+
+Every error the SDK raises on purpose derives from :class:`RoroError`, so an application can catch
+one base class. Messages say what is wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RoroError",
+    "ConfigError",
+    "PoolFileError",
+    "UnknownModelError",
+    "MissingAPIKeyError",
+    "UnpricedModelError",
+    "BudgetError",
+    "ModelCallError",
+    "TransientModelError",
+    "PermanentModelError",
+    "ModelUnavailableError",
+    "RouterError",
+    "LogprobsUnavailableError",
+    "DatasetError",
+    "OutputValidationError",
+    "TrainingConfigError",
+]
+
+
+class RoroError(Exception):
+    """Base class of every error raised by roro-sdk."""
+
+
+class ConfigError(RoroError, ValueError):
+    """A configuration value is invalid (the message names the field and how to fix it)."""
+
+
+class PoolFileError(ConfigError):
+    """A pool file (YAML/TOML/JSON) is missing, malformed or describes an invalid pool."""
+
+
+class UnknownModelError(ConfigError, KeyError):
+    """A model name is not in the pool."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingAPIKeyError(ConfigError):
+    """The environment variable named by ``ModelSpec.api_key_env`` is not set."""
+
+
+class UnpricedModelError(ConfigError):
+    """A model has no price and the pool was asked to refuse unpriced models."""
+
+
+class BudgetError(ConfigError):
+    """A budget is invalid (negative, NaN, ...)."""
+
+
+class ModelCallError(RoroError):
+    """A call to a model failed."""
+
+    def __init__(self, message: str, *, model: str | None = None, status_code: int | None = None):
+        super().__init__(message)
+        self.model = model
+        self.status_code = status_code
+
+
+class TransientModelError(ModelCallError):
+    """A failure that may succeed on retry (timeout, 429, 5xx, connection reset) after retries ran out."""
+
+
+class PermanentModelError(ModelCallError):
+    """A failure that retrying cannot fix (authentication, bad request, unknown model on the server)."""
+
+
+class ModelUnavailableError(RoroError):
+    """A local model cannot be loaded (a package is missing, a file is corrupt); the message names the fix."""
+
+
+class RouterError(RoroError):
+    """A router cannot make a decision with the given state or pool."""
+
+
+class LogprobsUnavailableError(RouterError):
+    """A confidence-based router needs token log-probabilities but the provider returned none."""
+
+
+class DatasetError(RoroError, ValueError):
+    """A dataset file or generator cannot be read (the message names the file/line)."""
+
+
+class OutputValidationError(RoroError):
+    """A model's structured output stayed invalid after the allowed number of re-asks."""
+
+
+class TrainingConfigError(ConfigError):
+    """A training configuration is invalid."""

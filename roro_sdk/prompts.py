@@ -1,0 +1,74 @@
+"""How a step is asked for, in the two generation modes.
+
+*prefix* mode: the model continues one shared assistant text (steps joined by blank lines), so
+models of different families continue each other's reasoning. *chat* mode: for chat-only APIs the
+question and the steps so far go into a user turn, and the model is asked for the next step only;
+every step then re-sends the whole prefix as input tokens, and the pool counts them.
+
+The default wording is the one measured to work with small local models (DESIGN.md section 4):
+a short system prompt, one worked example as a previous turn, then the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["PromptTemplate", "STEP_DELIMITER"]
+
+STEP_DELIMITER = "\n\n"
+
+_SYSTEM = (
+    "You are a careful math tutor who shows reasoning before the answer. "
+    "Write the solution as short steps separated by blank lines, then finish with 'Answer: <answer>'."
+)
+_EXAMPLE_Q = "A shop sells pens at 3 dollars each. Tom buys 4 pens and pays with a 20 dollar bill. How much change does he get?"
+_EXAMPLE_STEPS = (
+    "Each pen costs 3 dollars and Tom buys 4 pens, so the pens cost 4 * 3 = 12 dollars.",
+    "He pays with 20 dollars, so his change is 20 - 12 = 8 dollars.",
+    "Answer: 8",
+)
+
+
+class PromptTemplate(BaseModel):
+    """The wording of step requests. Every field is plain text a user may replace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str = _SYSTEM
+    example_question: str | None = _EXAMPLE_Q
+    example_steps: tuple[str, ...] = _EXAMPLE_STEPS
+    chat_instruction: str = (
+        "Steps so far:\n\n{steps}\n\nWrite only the next step (one short paragraph). "
+        "If the solution is complete, write 'Answer: <answer>'."
+    )
+    chat_first_instruction: str = "Write only the first step (one short paragraph)."
+    delimiter: str = Field(STEP_DELIMITER, min_length=1)
+
+    def _preamble(self) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.system}]
+        if self.example_question:
+            msgs.append({"role": "user", "content": self.example_question})
+            msgs.append({"role": "assistant", "content": self.delimiter.join(self.example_steps)})
+        return msgs
+
+    def prefix_text(self, steps: Sequence[str]) -> str:
+        """The shared assistant text that the next step continues."""
+        return self.delimiter.join(steps) + self.delimiter if steps else ""
+
+    def prefix_messages(self, question: str, steps: Sequence[str]) -> list[dict[str, str]]:
+        msgs = self._preamble() + [{"role": "user", "content": question}]
+        if steps:
+            msgs.append({"role": "assistant", "content": self.prefix_text(steps)})
+        return msgs
+
+    def chat_messages(self, question: str, steps: Sequence[str]) -> list[dict[str, str]]:
+        if steps:
+            tail = self.chat_instruction.format(steps=self.delimiter.join(steps))
+        else:
+            tail = self.chat_first_instruction
+        return self._preamble() + [{"role": "user", "content": f"{question}\n\n{tail}"}]
+
+    def messages(self, mode: str, question: str, steps: Sequence[str]) -> list[dict[str, str]]:
+        return self.prefix_messages(question, steps) if mode == "prefix" else self.chat_messages(question, steps)

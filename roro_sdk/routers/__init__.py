@@ -1,0 +1,72 @@
+"""Routers: decide, before each reasoning step, which model of the pool writes it."""
+
+from __future__ import annotations
+
+from ..errors import RouterError
+from .base import BudgetExhausted, Decision, Router, RoutingState
+from .drafting import ConfidenceRouter, SpecReasonRouter, TrimRouter
+from .simple import BudgetGuard, FixedRouter, QueryLevelRouter, RandomRouter, length_difficulty
+
+__all__ = [
+    "Router",
+    "Decision",
+    "RoutingState",
+    "BudgetExhausted",
+    "FixedRouter",
+    "RandomRouter",
+    "QueryLevelRouter",
+    "BudgetGuard",
+    "ConfidenceRouter",
+    "SpecReasonRouter",
+    "TrimRouter",
+    "length_difficulty",
+    "make_router",
+    "ROUTER_SPECS",
+]
+
+ROUTER_SPECS = {
+    "all-small": "every step to the cheapest model",
+    "all-large": "every step to the most expensive model",
+    "fixed:NAME": "every step to model NAME",
+    "random:P": "each step to the large model with probability P (seeded)",
+    "steer:T": "STEER: small model's probe confidence; escalate under T (0-1)",
+    "specreason:T": "SpecReason: large model scores the small draft 0-9; keep at >= T",
+    "trim:T": "TRIM: regenerate with the large model when the draft's step score < T",
+    "query:T": "RouteLLM-style: whole query to the large model when difficulty >= T",
+    "budget:SPEC": "any router above, forced to the cheap model when the budget runs low",
+    "policy:PATH": "a learned LoRA policy router saved in folder PATH",
+}
+
+
+def make_router(spec: str, *, seed: int = 0) -> Router:
+    """A router from a short spec string (the CLI's ``--router``); see :data:`ROUTER_SPECS`."""
+    spec = spec.strip()
+    if spec in ("all-small", "small"):
+        return FixedRouter(name="all-small")
+    if spec in ("all-large", "large"):
+        return FixedRouter(tier=-1)
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "fixed" and arg:
+            return FixedRouter(arg)
+        if kind == "budget" and arg:
+            return BudgetGuard(make_router(arg, seed=seed))
+        if kind == "policy" and arg:
+            from ..policy.router import PolicyRouter
+
+            return PolicyRouter.load(arg)
+        value = float(arg) if arg else None
+        if kind == "random":
+            return RandomRouter(p_large=0.5 if value is None else value, seed=seed)
+        if kind == "steer":
+            return ConfidenceRouter(0.8 if value is None else value)
+        if kind == "specreason":
+            return SpecReasonRouter(7.0 if value is None else value)
+        if kind == "trim":
+            return TrimRouter(0.3 if value is None else value)
+        if kind == "query":
+            return QueryLevelRouter(0.5 if value is None else value)
+    except ValueError:
+        raise RouterError(f"router spec {spec!r}: {arg!r} is not a number") from None
+    known = ", ".join(ROUTER_SPECS)
+    raise RouterError(f"unknown router {spec!r}; known: {known}")

@@ -1,0 +1,221 @@
+"""The stepwise loop: ask the router, let the chosen model write the next step, record, repeat.
+
+A run stops at the first of: an answer marker in a step, ``max_steps``, the token budget, the
+cost budget (checked *before* each call, so a step that could overshoot is never started), a
+repeated step, an empty step, or a model error (which fails that query only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .answers import check_answer, extract_answer, find_marked_answer
+from .errors import BudgetError, ConfigError, ModelCallError, RouterError
+from .pool import Generation, ModelPool
+from .routers.base import BudgetExhausted, Decision, Router, RoutingState
+from .types import Query, Step, StopReason, Trajectory, Usage
+
+__all__ = ["StepwiseRuntime", "as_query"]
+
+Checker = Callable[[str | None, Query], "bool | None"]
+
+
+def as_query(q: Query | str | dict) -> Query:
+    if isinstance(q, Query):
+        return q
+    if isinstance(q, str):
+        return Query(question=q)
+    if isinstance(q, dict):
+        return Query.model_validate(q)
+    raise ConfigError(f"a query must be a Query, a dict or a question string, not {type(q).__name__}")
+
+
+def _default_checker(answer: str | None, query: Query) -> bool | None:
+    return None if query.answer is None else check_answer(answer, query.answer)
+
+
+def _check_budget(name: str, value: float | int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, float) and math.isnan(value) or value < 0:
+        raise BudgetError(f"{name} must be a non-negative number, got {value}")
+
+
+class StepwiseRuntime:
+    """Runs queries step by step with a router over a pool.
+
+    >>> rt = StepwiseRuntime(pool, FixedRouter(), max_steps=16, cost_budget=0.01)
+    >>> traj = rt.run("What is 17 * 3?")
+    """
+
+    def __init__(
+        self,
+        pool: ModelPool,
+        router: Router,
+        *,
+        max_steps: int = 24,
+        token_budget: int | None = None,
+        cost_budget: float | None = None,
+        stop_on_repeat: bool = True,
+        checker: Checker | None = None,
+    ) -> None:
+        if not isinstance(pool, ModelPool):
+            raise ConfigError(f"pool must be a ModelPool, not {type(pool).__name__}")
+        if not isinstance(router, Router):
+            raise ConfigError(f"router must be a Router, not {type(router).__name__}")
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
+        _check_budget("token_budget", token_budget)
+        _check_budget("cost_budget", cost_budget)
+        router.check(pool)
+        self.pool, self.router = pool, router
+        self.max_steps, self.token_budget, self.cost_budget = max_steps, token_budget, cost_budget
+        self.stop_on_repeat = stop_on_repeat
+        self.checker = checker or _default_checker
+
+    # ----- one query ---------------------------------------------------------------------------
+    async def arun(self, query: Query | str | dict, *, raise_on_error: bool = True) -> Trajectory:
+        """Route one query to the end. Model errors raise (typed) unless ``raise_on_error=False``,
+        in which case the trajectory records them with ``stop_reason="error"``."""
+        q = as_query(query)
+        self.pool.check_keys()
+        traj = Trajectory(query=q, router=self.router.name)
+        state = RoutingState(query=q, steps=traj.steps, pool=self.pool, max_steps=self.max_steps,
+                             cost_budget=self.cost_budget, token_budget=self.token_budget)
+        t0 = time.perf_counter()
+        try:
+            traj.stop_reason = await self._loop(state, traj)
+        except ModelCallError as e:
+            traj.stop_reason, traj.error = "error", str(e)
+            if raise_on_error:
+                raise
+        finally:
+            traj.wall_time_s = time.perf_counter() - t0
+            self._finish(traj, state)
+        return traj
+
+    def run(self, query: Query | str | dict, **kw) -> Trajectory:
+        from ._sync import run_sync
+
+        return run_sync(self.arun(query, **kw))
+
+    async def _loop(self, state: RoutingState, traj: Trajectory) -> StopReason:
+        seen: set[str] = set()
+        while True:
+            if len(traj.steps) >= self.max_steps:
+                return "max_steps"
+            if state.remaining_tokens is not None and state.remaining_tokens <= 0:
+                return "token_budget"
+            spent_before = state.spent
+            try:
+                decision = await self.router.adecide(state)
+                gen = decision.step or await self._write(state, decision)
+            except BudgetExhausted as e:
+                self._keep_dangling(traj, state, spent_before, str(e))
+                return "token_budget" if str(e) == "token budget" else "cost_budget"
+            step = self._record(state, decision, gen)
+            traj.steps.append(step)
+            if find_marked_answer(step.text) is not None:
+                return "answer"
+            if not step.text.strip():
+                return "empty"
+            key = " ".join(step.text.split())
+            if self.stop_on_repeat and key in seen:
+                return "repeat"
+            seen.add(key)
+
+    async def _write(self, state: RoutingState, d: Decision) -> Generation:
+        if d.model not in self.pool:
+            raise RouterError(f"{self.router.name} chose {d.model!r}, which is not in the pool ({', '.join(self.pool.names)})")
+        return await state.generate(d.model, purpose="step")
+
+    def _record(self, state: RoutingState, d: Decision, gen: Generation) -> Step:
+        if d.step is not None and d.step is gen:
+            pass  # an accepted draft: its cost is already in state.spent
+        side = [g.as_call_record(purpose) for purpose, g in d.side_calls]
+        return Step(
+            index=len(state.steps), model=gen.model, text=gen.text, input_tokens=gen.input_tokens,
+            output_tokens=gen.output_tokens, cost_usd=gen.cost_usd, priced=gen.priced, latency_s=gen.latency_s,
+            probabilities=d.probabilities, reason=d.reason, retries=gen.retries, fallback_from=gen.fallback_from,
+            finish_reason=gen.finish_reason, confidence=gen.confidence, side_calls=side,
+        )
+
+    @staticmethod
+    def _keep_dangling(traj: Trajectory, state: RoutingState, before: Usage, why: str) -> None:
+        """A router spent on side calls for a step that was never taken: keep that cost visible."""
+        extra = Usage(input_tokens=state.spent.input_tokens - before.input_tokens,
+                      output_tokens=state.spent.output_tokens - before.output_tokens,
+                      cost_usd=state.spent.cost_usd - before.cost_usd)
+        traj.metadata["budget_stop"] = why
+        if extra.cost_usd > 0 or extra.total_tokens > 0:
+            traj.metadata["unrecorded_side_usage"] = extra.model_dump()
+
+    def _finish(self, traj: Trajectory, state: RoutingState) -> None:
+        text = traj.text(self.pool.prompt.delimiter)
+        traj.answer = extract_answer(text) if text else None
+        traj.correct = self.checker(traj.answer, traj.query)
+        traj.metadata["spent_usd"] = state.spent.cost_usd
+
+    # ----- many queries --------------------------------------------------------------------------
+    async def arun_many(
+        self,
+        queries: Iterable[Query | str | dict],
+        *,
+        concurrency: int = 8,
+        progress: bool = False,
+        out: str | Path | None = None,
+        on_result: Callable[[Trajectory], None] | None = None,
+    ) -> list[Trajectory]:
+        """Route many queries, at most ``concurrency`` at a time; results come back in input order.
+
+        With ``out`` each finished trajectory is appended to that JSONL file at once, so a crash
+        loses at most the queries in flight. A failing query is recorded, never fatal to the rest.
+        """
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}")
+        qs = [as_query(q) for q in queries]
+        self.pool.check_keys()
+        sem = asyncio.Semaphore(concurrency)
+        bar = _progress(len(qs), self.router.name) if progress else None
+        fh = open(out, "a", encoding="utf-8") if out else None
+        results: list[Trajectory | None] = [None] * len(qs)
+        correct = 0
+
+        async def one(i: int, q: Query) -> None:
+            nonlocal correct
+            async with sem:
+                t = await self.arun(q, raise_on_error=False)
+            results[i] = t
+            if fh is not None:
+                fh.write(t.to_jsonl() + "\n")
+                fh.flush()
+            if on_result is not None:
+                on_result(t)
+            if bar is not None:
+                correct += bool(t.correct)
+                bar.set_postfix(acc=f"{correct / (bar.n + 1):.2f}", refresh=False)
+                bar.update(1)
+
+        try:
+            await asyncio.gather(*(one(i, q) for i, q in enumerate(qs)))
+        finally:
+            if fh is not None:
+                fh.close()
+            if bar is not None:
+                bar.close()
+        return [t for t in results if t is not None]
+
+    def run_many(self, queries: Sequence[Query | str | dict], **kw) -> list[Trajectory]:
+        from ._sync import run_sync
+
+        return run_sync(self.arun_many(queries, **kw))
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="q", dynamic_ncols=True)

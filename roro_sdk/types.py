@@ -1,0 +1,242 @@
+"""Pydantic models shared by every part of roro-sdk.
+
+Everything that crosses a module boundary (a model's description, a step, a trajectory, usage
+and cost) is one of these models, so it validates on the way in and round-trips through JSON
+lines on the way out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "GenerationMode",
+    "StopReason",
+    "SamplingParams",
+    "ModelSpec",
+    "Usage",
+    "CallRecord",
+    "Step",
+    "Query",
+    "Trajectory",
+]
+
+GenerationMode = Literal["prefix", "chat"]
+StopReason = Literal["answer", "max_steps", "token_budget", "cost_budget", "repeat", "error", "empty"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplingParams(_Model):
+    """Sampling for one step. Defaults follow SpecReason's settings for reasoning models."""
+
+    temperature: float = Field(0.6, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = None
+
+
+class ModelSpec(_Model):
+    """One model of a pool.
+
+    ``api_key_env`` holds the *name* of an environment variable, never the key itself, so pool
+    files can be committed and keys never reach logs or trajectory files.
+    Prices are US dollars per one million tokens. ``None`` means "unknown": the pool refuses such
+    a model unless told to accept unpriced models, and then flags every cost it computes.
+    """
+
+    name: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, description="LiteLLM model string, e.g. 'openai/gpt-4o-mini'")
+    api_base: str | None = None
+    api_key_env: str | None = None
+    input_price_per_m: float | None = Field(None, ge=0.0)
+    output_price_per_m: float | None = Field(None, ge=0.0)
+    max_tokens_per_step: int = Field(512, ge=1, le=32768)
+    mode: GenerationMode = "chat"
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    fallback: str | None = Field(None, description="name of the pool model that writes the step when retries run out")
+    timeout_s: float = Field(60.0, gt=0.0)
+    max_retries: int = Field(3, ge=0, le=20)
+    extra: dict[str, Any] = Field(default_factory=dict, description="extra kwargs passed to litellm")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if any(c.isspace() for c in v) or "," in v:
+            raise ValueError(f"model name {v!r} must not contain spaces or commas (it is used on the command line)")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name_not_a_key(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.replace("_", "").isalnum() or v.startswith(("sk-", "sk_")):
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                "not the key itself"
+            )
+        return v
+
+    @field_validator("extra")
+    @classmethod
+    def _no_secrets_in_extra(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if "key" in key.lower() or "token" in key.lower() and key != "max_tokens":
+                raise ValueError(f"extra[{key!r}] looks like a secret; put the key in an env var and name it in api_key_env")
+        return v
+
+    @property
+    def priced(self) -> bool:
+        return self.input_price_per_m is not None and self.output_price_per_m is not None
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Dollar cost of a call; 0.0 for an unpriced model (callers flag it via ``priced``)."""
+        return (input_tokens * (self.input_price_per_m or 0.0) + output_tokens * (self.output_price_per_m or 0.0)) / 1e6
+
+
+class Usage(_Model):
+    """Tokens and dollars. ``priced`` is False when any part came from an unpriced model."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            priced=self.priced and other.priced,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class CallRecord(_Model):
+    """One model call made on the side of a step (a draft that was thrown away, a verification)."""
+
+    model: str
+    purpose: str
+    text: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+    latency_s: float = 0.0
+
+
+class Step(_Model):
+    """One reasoning step of a trajectory and everything needed to audit how it was produced."""
+
+    index: int = Field(ge=0)
+    model: str
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+    latency_s: float = 0.0
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    reason: str = ""
+    retries: int = 0
+    fallback_from: str | None = None
+    finish_reason: str | None = None
+    confidence: float | None = None
+    side_calls: list[CallRecord] = Field(default_factory=list)
+
+    @property
+    def usage(self) -> Usage:
+        """The step's own call plus its side calls (drafts, verifications)."""
+        u = Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd, priced=self.priced)
+        for c in self.side_calls:
+            u = u + Usage(input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, priced=c.priced)
+        return u
+
+
+class Query(_Model):
+    """A question to reason about, with its reference answer when known."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12], min_length=1)
+    question: str
+    answer: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the question is empty; pass the text of the problem to solve")
+        return v
+
+
+class Trajectory(_Model):
+    """A routed run of one query: the steps, who wrote each, why it stopped, what it cost."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    query: Query
+    router: str = ""
+    steps: list[Step] = Field(default_factory=list)
+    answer: str | None = None
+    correct: bool | None = None
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    wall_time_s: float = 0.0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _indices_in_order(self) -> Trajectory:
+        for i, s in enumerate(self.steps):
+            if s.index != i:
+                raise ValueError(f"step {i} has index {s.index}; steps must be numbered 0, 1, 2, ...")
+        return self
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for s in self.steps:
+            total = total + s.usage
+        return total
+
+    @property
+    def cost_usd(self) -> float:
+        return self.usage.cost_usd
+
+    def text(self, delimiter: str = "\n\n") -> str:
+        return delimiter.join(s.text for s in self.steps)
+
+    def steps_by_model(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.steps:
+            out[s.model] = out.get(s.model, 0) + 1
+        return out
+
+    def tokens_by_model(self) -> dict[str, int]:
+        """Output tokens written per model (side calls included, under their own model)."""
+        out: dict[str, int] = {}
+        for s in self.steps:
+            out[s.model] = out.get(s.model, 0) + s.output_tokens
+            for c in s.side_calls:
+                out[c.model] = out.get(c.model, 0) + c.output_tokens
+        return out
+
+    def share_of(self, model: str) -> float:
+        """Share of steps written by ``model`` (0.0 for an empty trajectory)."""
+        return self.steps_by_model().get(model, 0) / len(self.steps) if self.steps else 0.0
+
+    def to_jsonl(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_jsonl(cls, line: str) -> Trajectory:
+        return cls.model_validate_json(line)
+
+
