@@ -43,9 +43,7 @@ def find_marked_answer(text: str) -> str | None:
     matches = _ANSWER_RE.findall(text)
     if matches:
         ans = matches[-1].strip().splitlines()[0].strip()
-        ans = ans.strip("*").strip()
-        ans = re.sub(r"^\$+|\$+$", "", ans).strip()
-        ans = ans.rstrip(".").strip()
+        ans = ans.strip().strip("*$. ").strip()
         inner = _last_boxed(ans)
         return inner or ans or None
     return None

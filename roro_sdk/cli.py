@@ -7,6 +7,7 @@ Errors of roro-sdk print as one clear line and exit with status 2; nothing print
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -48,13 +49,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runtime import StepwiseRuntime
-    from .types import Query
+    from .runtime import StepwiseRuntime, as_query
 
+    query = as_query({"question": args.question, "answer": args.answer})
     pool = _pool(args)
     (router,) = _routers(args.router, args.seed)[:1]
     rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
-    query = Query(question=args.question, answer=args.answer)
     traj = rt.run(query)
     if args.json:
         print(traj.to_jsonl())
@@ -156,7 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("routers", help="list router specs")
     p.set_defaults(func=lambda a: _print_routers())
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub, _common)
     return ap
+
+
+# Subcommands that live next to the code they drive: each module has add_commands(sub, common).
+_COMMAND_MODULES: list[str] = []
 
 
 def _print_routers() -> int:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .answers import check_answer, extract_answer, find_marked_answer
 from .errors import BudgetError, ConfigError, ModelCallError, RouterError
 from .pool import Generation, ModelPool
@@ -25,12 +27,16 @@ Checker = Callable[[str | None, Query], "bool | None"]
 
 
 def as_query(q: Query | str | dict) -> Query:
+    """A :class:`Query` from a query, a question string or a dict; invalid input is a ConfigError."""
     if isinstance(q, Query):
         return q
-    if isinstance(q, str):
-        return Query(question=q)
-    if isinstance(q, dict):
-        return Query.model_validate(q)
+    try:
+        if isinstance(q, str):
+            return Query(question=q)
+        if isinstance(q, dict):
+            return Query.model_validate(q)
+    except ValidationError as e:
+        raise ConfigError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
     raise ConfigError(f"a query must be a Query, a dict or a question string, not {type(q).__name__}")
 
 

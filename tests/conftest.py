@@ -1,0 +1,46 @@
+"""Shared fixtures: a local OpenAI-compatible server on 127.0.0.1 and pools over it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import pytest
+
+from roro_sdk import ModelPool, RetryPolicy
+from roro_sdk.testing import FakeModel, FakeOpenAIServer
+
+FAST_RETRY = RetryPolicy(initial_s=0.01, max_s=0.02, jitter_s=0.0)
+
+
+@pytest.fixture
+def server():
+    srv = FakeOpenAIServer(
+        {
+            "small": FakeModel(answer="41", steps=3, confidence=0.5, verdict="3"),
+            "medium": FakeModel(answer="42", steps=3, confidence=0.7, verdict="6"),
+            "large": FakeModel(answer="42", steps=3, confidence=0.95, verdict="9"),
+        },
+        timeout_sleep_s=2.0,
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def pool(server):
+    return ModelPool(
+        [server.spec("small", price=(0.1, 0.4)), server.spec("large", price=(1.0, 4.0))],
+        retry=FAST_RETRY,
+    )
+
+
+@pytest.fixture
+def pool3(server):
+    return ModelPool(
+        [server.spec("large", price=(1.0, 4.0)), server.spec("small", price=(0.1, 0.4)), server.spec("medium", price=(0.3, 1.2))],
+        retry=FAST_RETRY,
+    )

@@ -1,0 +1,62 @@
+"""The roro command line, against the local server through a pool file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from roro_sdk.cli import main
+
+
+@pytest.fixture
+def pool_file(server, tmp_path):
+    p = tmp_path / "pool.yaml"
+    p.write_text(
+        "models:\n"
+        f"  - {{name: small, model: openai/small, api_base: '{server.api_base}', input_price_per_m: 0.1, output_price_per_m: 0.4}}\n"
+        f"  - {{name: large, model: openai/large, api_base: '{server.api_base}', input_price_per_m: 1, output_price_per_m: 4}}\n"
+    )
+    return p
+
+
+def test_models(pool_file, capsys):
+    assert main(["models", "--pool", str(pool_file)]) == 0
+    out = capsys.readouterr().out
+    assert "small" in out and "openai/large" in out and "small = small, large = large" in out
+
+
+def test_run_prints_trace(pool_file, capsys):
+    assert main(["run", "What is 6*7?", "--answer", "42", "--router", "all-large", "--pool", str(pool_file)]) == 0
+    out = capsys.readouterr().out
+    assert "[0] large: large step 1" in out and "answer: 42 (correct: True)" in out and "cost: $" in out
+
+
+def test_run_json(pool_file, capsys):
+    assert main(["run", "q", "--router", "all-small", "--pool", str(pool_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["answer"] == "41"
+
+
+def test_eval_writes_results_and_summary(pool_file, tmp_path, capsys):
+    out = tmp_path / "res.jsonl"
+    rc = main(["eval", "--dataset", "sample", "--limit", "3", "--router", "all-small,all-large,random:0.5",
+               "--pool", str(pool_file), "--out", str(out), "-q"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "all-small" in text and "all-large" in text and "random:0.5" in text and "large steps" in text
+    assert len(out.read_text().splitlines()) == 9
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["run", "q", "--pool", "missing.yaml"], "pool file not found"),
+    (["run", "q", "--router", "nope"], "unknown router"),
+    (["run", " ", "--router", "all-small"], "question is empty"),
+    (["run", "q", "--cost-budget", "-1"], "cost_budget must be a non-negative"),
+    (["eval", "--dataset", "nope.jsonl"], "dataset file not found"),
+])
+def test_errors_are_one_clear_line(argv, msg, capsys, pool_file):
+    if "--pool" not in argv:
+        argv = argv + ["--pool", str(pool_file)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err

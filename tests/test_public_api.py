@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+import roro_sdk
+
+EXPECTED = {
+    "__version__", "ModelSpec", "SamplingParams", "Usage", "CallRecord", "Step", "Query", "Trajectory",
+    "ModelPool", "Generation", "RetryPolicy", "PromptTemplate", "StepwiseRuntime", "default_pool",
+    "Router", "Decision", "RoutingState", "FixedRouter", "RandomRouter", "QueryLevelRouter", "BudgetGuard",
+    "ConfidenceRouter", "SpecReasonRouter", "TrimRouter", "make_router",
+    "extract_answer", "check_answer", "load_dataset", "load_jsonl", "read_trajectories", "write_trajectories",
+    "RoroError", "ConfigError", "PoolFileError", "UnknownModelError", "MissingAPIKeyError", "UnpricedModelError",
+    "BudgetError", "ModelCallError", "TransientModelError", "PermanentModelError", "ModelUnavailableError",
+    "RouterError", "LogprobsUnavailableError", "DatasetError", "OutputValidationError", "TrainingConfigError",
+}
+
+
+def test_all_is_locked():
+    # Adding to the public API is a decision: update EXPECTED deliberately.
+    assert set(roro_sdk.__all__) == EXPECTED
+    for name in roro_sdk.__all__:
+        assert hasattr(roro_sdk, name), name
+
+
+def test_errors_share_one_base():
+    for name in roro_sdk.__all__:
+        obj = getattr(roro_sdk, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, roro_sdk.RoroError), name
+
+
+def test_import_is_light_and_offline():
+    code = "import sys, time; t=time.time(); import roro_sdk; print(time.time()-t); print('litellm' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1:] == ["False", "False"]
+    assert float(out[0]) < 2.0
