@@ -8,7 +8,6 @@ hidden from the trajectory.
 
 from __future__ import annotations
 
-import random
 from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,6 @@ class RoutingState:
     token_budget: int | None = None
     spent: Usage = field(default_factory=Usage)
     memo: dict[str, Any] = field(default_factory=dict)
-    rng: random.Random = field(default_factory=random.Random)
 
     @property
     def step_index(self) -> int:
