@@ -22,8 +22,12 @@ __all__ = ["main"]
 
 def _pool(args: argparse.Namespace):
     from .defaults import default_pool
+    from .eval.cli import pool_for
     from .pool import ModelPool
 
+    sim = pool_for(args)  # --pool sim[:spec], or a sim dataset without --pool: the sim bench
+    if sim is not None:
+        return sim
     return ModelPool.from_file(args.pool) if getattr(args, "pool", None) else default_pool()
 
 
@@ -75,11 +79,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval import summarize
     from .runtime import StepwiseRuntime
     from .tasks import load_dataset
+    from .eval.cli import attach_cache, run_eval_report, wants_report
     from .trajectories import write_trajectories
 
     pool = _pool(args)
+    attach_cache(args, pool)
     queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
     routers = _routers(args.router, args.seed)
+    if wants_report(args):  # sweeps, random curve, report folder: the evaluation harness
+        return run_eval_report(args, pool, queries, routers)
     out = Path(args.out) if args.out else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("eval", help="evaluate routers on a dataset and print a summary")
-    p.add_argument("--dataset", default="sample", help="'sample', 'rg:<generator>', or a .jsonl file")
+    p.add_argument("--dataset", default="sample", help="'sample', 'rg:<generator>', 'sim[:preset]' (test bench), or a .jsonl file")
     p.add_argument("--router", default="all-small,all-large", help="comma-separated router specs")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--concurrency", type=int, default=8)
@@ -152,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(p)
+    from .eval.cli import add_eval_arguments, add_subcommands
+
+    add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
+    add_subcommands(sub)
 
     p = sub.add_parser("routers", help="list router specs")
     p.set_defaults(func=lambda a: _print_routers())
@@ -162,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live next to the code they drive: each module has add_commands(sub, common).
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = ["roro_sdk.train.cli"]
 
 
 def _print_routers() -> int:

