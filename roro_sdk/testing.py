@@ -34,6 +34,10 @@ class FakeModel:
     ``confidence`` is the probability reported for each token when logprobs are asked for;
     ``verdict`` is the digit it answers to a SpecReason-style "Reply with a single digit" prompt.
     ``step_text`` may be a function ``(step_index, request) -> str`` for custom scripts.
+    ``reply`` may be a function ``(request) -> str`` that answers *any* request with arbitrary
+    content (structured-output tests: garbage, truncated JSON, wrong types, empty text).
+    ``alternatives`` maps an output word to its top-logprob alternatives ``{token: probability}``
+    (returned when ``top_logprobs`` is asked for), e.g. ``{"true}": {"true}": 0.8, "false}": 0.2}}``.
     """
 
     answer: str = "42"
@@ -43,6 +47,8 @@ class FakeModel:
     step_text: Callable[[int, dict], str] | None = None
     words_per_step: int = 8
     logprobs: bool = True
+    reply: Callable[[dict], str] | None = None
+    alternatives: dict[str, dict[str, float]] | None = None
 
 
 def count_prefix_steps(messages: list[dict[str, Any]], delimiter: str = "\n\n") -> int:
@@ -169,7 +175,9 @@ class FakeOpenAIServer:
         fm = self.models[model]
         msgs = body.get("messages", [])
         last = str(msgs[-1].get("content", "")) if msgs else ""
-        if "Reply with a single digit" in last:
+        if fm.reply is not None:
+            text = fm.reply(body)
+        elif "Reply with a single digit" in last:
             text = fm.verdict
         else:
             k = count_prefix_steps(msgs)
@@ -197,7 +205,10 @@ class FakeOpenAIServer:
             content = []
             for w in words:
                 tops = [{"token": w, "logprob": lp, "bytes": None}]
-                if top_n > 1 and w.isdigit():
+                if fm.alternatives and w in fm.alternatives:
+                    tops = [{"token": t, "logprob": math.log(max(p, 1e-12)), "bytes": None}
+                            for t, p in fm.alternatives[w].items()][: max(top_n, 1)]
+                elif top_n > 1 and w.isdigit():
                     rest = math.log(max(1 - fm.confidence, 1e-9) / 9)
                     tops += [{"token": str(d), "logprob": rest, "bytes": None} for d in range(10) if str(d) != w][: top_n - 1]
                 content.append({"token": w, "logprob": lp, "bytes": None, "top_logprobs": tops})

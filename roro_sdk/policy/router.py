@@ -1,0 +1,319 @@
+"""``PolicyRouter``: a causal LM (+ LoRA) that reads the routing state and picks the next model.
+
+The state is rendered *append-only* (see :class:`PolicyTemplate`): a header with the models and
+the question, then for every step ``Step n model:`` + the action label + the step's text + a
+line with the cost so far. Decision ``d``'s state is therefore a prefix of decision ``d+1``'s,
+which buys two things: at inference the KV cache carries over from step to step (only the new
+tokens are run), and in training one forward pass over a whole trajectory scores all of its
+decisions (:func:`roro_sdk.policy.scoring.action_logits`). Segments are tokenised one by one and
+concatenated, so training and inference see exactly the same token ids.
+
+The K models are scored by the next-token logits of K action-label tokens (``A``, ``B``, ...) read
+from the LM head rows alone (never the full vocabulary), or by an optional linear head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError, RouterError
+from ..pool import ModelPool
+from ..routers.base import Decision, Router, RoutingState
+from ..types import Query, Step, Trajectory
+from .scoring import _decoder, _head_rows
+
+__all__ = ["PolicyTemplate", "PolicyRouter", "EncodedTrajectory"]
+
+LABELS = "ABCDEFGHIJKLMNOP"
+
+
+def _cache_kwarg(decoder: Any) -> str:
+    """transformers renamed ``past_key_values`` to ``cache``; speak whichever this version knows."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+class PolicyTemplate(BaseModel):
+    """How the routing state is written for the policy. Every part is append-only by design."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    header: str = "route each step to a model . models : {models}\nquestion : {question}\n"
+    model_entry: str = "{label} = {name}"
+    decision: str = "step {n} model :"
+    # The label, then what the step cost, then its text: the text ends right before the next
+    # decision, so whatever the last step says about what comes next sits closest to the choice.
+    step: str = " {label}\n"
+    stats: str = "cost so far {cost} {budget}\n"
+    text: str = "{text}\n"
+
+
+class EncodedTrajectory(BaseModel):
+    """Token ids of a rendered trajectory, the decision positions and the actions taken."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    ids: list[int]
+    positions: list[int] = Field(description="index of the last token of each decision's state")
+    actions: list[int] = Field(description="index of the chosen model per decision (0..K-1)")
+
+
+class PolicyRouter(Router):
+    """A learned router. ``mode``: ``sample`` (training rollouts), ``argmax``, or ``threshold``
+    (escalate to the last model when its probability is at least ``threshold``; two-model pools)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        models: Sequence[str],
+        *,
+        template: PolicyTemplate | None = None,
+        max_length: int = 1024,
+        mode: Literal["sample", "argmax", "threshold"] = "argmax",
+        threshold: float = 0.5,
+        temperature: float = 1.0,
+        seed: int = 0,
+        head: torch.nn.Linear | None = None,
+        batch_window_s: float = 0.002,
+        name: str = "policy",
+    ) -> None:
+        if len(models) < 2:
+            raise ConfigError("a PolicyRouter needs at least two models to choose from")
+        if len(models) > len(LABELS):
+            raise ConfigError(f"a PolicyRouter supports at most {len(LABELS)} models")
+        if mode not in ("sample", "argmax", "threshold"):
+            raise ConfigError(f"mode must be sample, argmax or threshold, not {mode!r}")
+        self.model, self.tokenizer, self.models = model, tokenizer, list(models)
+        self.template = template or PolicyTemplate()
+        self.max_length, self.mode, self.threshold = max_length, mode, threshold
+        self.temperature, self.seed, self.head = temperature, seed, head
+        self.batch_window_s, self.name = batch_window_s, name
+        self.labels = list(LABELS[: len(self.models)])
+        self.action_ids = self._label_ids()
+        self._queue: asyncio.Queue | None = None
+        self._queue_loop: asyncio.AbstractEventLoop | None = None
+        self.forward_calls = 0
+
+    # ----- rendering ---------------------------------------------------------------------------
+    def _label_ids(self) -> list[int]:
+        ids = []
+        for label in self.labels:
+            toks = self.tokenizer(self.template.step.format(label=label).rstrip("\n"), add_special_tokens=False)["input_ids"]
+            if not toks or toks[-1] == getattr(self.tokenizer, "unk_token_id", None):
+                raise ConfigError(f"the tokenizer has no token for the action label {label!r}; add it to the vocabulary")
+            ids.append(toks[-1])
+        if len(set(ids)) != len(ids):
+            raise ConfigError("the action labels do not map to distinct tokens in this tokenizer")
+        return ids
+
+    def _tok(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _header(self, query: Query) -> list[int]:
+        models = ", ".join(self.template.model_entry.format(label=lab, name=m) for lab, m in zip(self.labels, self.models))
+        return self._tok(self.template.header.format(models=models, question=query.question))
+
+    def _step_tokens(self, step: Step, cost_so_far: float, budget: float | None) -> list[int]:
+        label = self.labels[self.models.index(step.model)] if step.model in self.models else self.labels[0]
+        left = "" if budget is None else f"budget left {max(budget - cost_so_far, 0.0):.2e}"
+        return (self._tok(self.template.step.format(label=label))
+                + self._tok(self.template.stats.format(cost=f"{cost_so_far:.2e}", budget=left))
+                + self._tok(self.template.text.format(text=step.text)))
+
+    def encode(self, query: Query, steps: Sequence[Step], *, budget: float | None = None, final_decision: bool = True) -> EncodedTrajectory:
+        """Render a state (or a whole trajectory) to ids, the decision positions and actions."""
+        ids = self._header(query)
+        positions: list[int] = []
+        actions: list[int] = []
+        cost = 0.0
+        for n, step in enumerate(steps):
+            ids += self._tok(self.template.decision.format(n=n + 1))
+            positions.append(len(ids) - 1)
+            actions.append(self.models.index(step.model) if step.model in self.models else -1)
+            cost += step.usage.cost_usd
+            ids += self._step_tokens(step, cost, budget)
+        if final_decision:
+            ids += self._tok(self.template.decision.format(n=len(steps) + 1))
+            positions.append(len(ids) - 1)
+        return EncodedTrajectory(ids=ids, positions=positions, actions=actions)
+
+    def encode_trajectory(self, traj: Trajectory, *, budget: float | None = None) -> EncodedTrajectory:
+        """A finished trajectory for the update: one position and action per step, left-truncated
+        to ``max_length`` (decisions that fall off the window are dropped)."""
+        enc = self.encode(traj.query, traj.steps, budget=budget, final_decision=False)
+        keep = [(p, a) for p, a in zip(enc.positions, enc.actions) if a >= 0]
+        cut = max(0, len(enc.ids) - self.max_length)
+        keep = [(p - cut, a) for p, a in keep if p - cut >= 0]
+        return EncodedTrajectory(ids=enc.ids[cut:], positions=[p for p, _ in keep], actions=[a for _, a in keep])
+
+    # ----- scoring -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.head is not None:
+            return self.head(hidden.to(self.head.weight.dtype)).float()
+        w, b = _head_rows(self.model, torch.tensor(self.action_ids, device=hidden.device))
+        out = hidden.float() @ w.float().t()
+        return out + b.float() if b is not None else out
+
+    @torch.no_grad()
+    def _score_one(self, ids: list[int], memo: dict[str, Any]) -> torch.Tensor:
+        """Action logits for one state, reusing this query's KV cache for the prefix already run."""
+        dec = _decoder(self.model)
+        if len(ids) > self.max_length:
+            memo.pop("policy_kv", None)
+            ids = ids[-self.max_length:]
+            out = dec(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
+            return self._logits_from_hidden(out.last_hidden_state[0, -1])
+        done, cache = memo.get("policy_kv", (0, None))
+        new = ids[done:]
+        if cache is None or not new:
+            done, cache, new = 0, None, ids
+        out = dec(input_ids=torch.tensor([new], device=self.device), use_cache=True,
+                  position_ids=torch.arange(done, done + len(new), device=self.device).unsqueeze(0),
+                  **{_cache_kwarg(dec): cache})
+        memo["policy_kv"] = (len(ids), getattr(out, "cache", None) or out.past_key_values)
+        self.forward_calls += 1
+        return self._logits_from_hidden(out.last_hidden_state[0, -1])
+
+    @torch.no_grad()
+    def score_states(self, states: Sequence[list[int]]) -> torch.Tensor:
+        """Action logits ``[N, K]`` for N states in one right-padded forward (left-truncated)."""
+        states = [s[-self.max_length:] for s in states]
+        width = max(len(s) for s in states)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(states), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(states), width), dtype=torch.long)
+        for i, s in enumerate(states):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        out = _decoder(self.model)(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
+        last = torch.tensor([len(s) - 1 for s in states], device=self.device)
+        self.forward_calls += 1
+        return self._logits_from_hidden(out.last_hidden_state[torch.arange(len(states), device=self.device), last])
+
+    # ----- deciding --------------------------------------------------------------------------------
+    def check(self, pool: ModelPool) -> None:
+        missing = [m for m in self.models if m not in pool]
+        if missing:
+            raise RouterError(f"{self.name} was trained for models {self.models}; the pool lacks {missing} (it has {pool.names})")
+
+    def _choose(self, logits: torch.Tensor, state: RoutingState) -> Decision:
+        probs = torch.softmax(logits.float() / max(self.temperature, 1e-6), dim=-1).tolist()
+        if self.mode == "sample":
+            rng = random.Random(f"{self.seed}:{state.query.id}:{state.step_index}")
+            k = rng.choices(range(len(probs)), weights=probs)[0]
+        elif self.mode == "threshold":
+            k = len(probs) - 1 if probs[-1] >= self.threshold else max(range(len(probs) - 1), key=lambda i: probs[i])
+        else:
+            k = max(range(len(probs)), key=lambda i: probs[i])
+        return Decision(self.models[k], dict(zip(self.models, probs)), f"policy p({self.models[k]})={probs[k]:.2f} [{self.mode}]")
+
+    def decide(self, state: RoutingState) -> Decision:
+        enc = self.encode(state.query, state.steps, budget=state.cost_budget)
+        return self._choose(self._score_one(enc.ids, state.memo), state)
+
+    async def adecide(self, state: RoutingState) -> Decision:
+        """Concurrent decisions (``run_many``) are gathered for ``batch_window_s`` and scored in one
+        forward; a lone decision uses its query's KV cache instead."""
+        enc = self.encode(state.query, state.steps, budget=state.cost_budget)
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._queue_loop is not loop:
+            self._queue, self._queue_loop = asyncio.Queue(), loop
+            loop.create_task(self._batch_worker(self._queue))
+        fut: asyncio.Future = loop.create_future()
+        await self._queue.put((enc.ids, state.memo, fut))
+        return self._choose(await fut, state)
+
+    async def _batch_worker(self, queue: asyncio.Queue) -> None:
+        while True:
+            batch = [await queue.get()]
+            await asyncio.sleep(self.batch_window_s)
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                if len(batch) == 1:
+                    ids, memo, fut = batch[0]
+                    results = [self._score_one(ids, memo)]
+                else:
+                    results = list(await asyncio.to_thread(self.score_states, [b[0] for b in batch]))
+                for (_, _, fut), r in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(r)
+            except Exception as e:  # a failed forward fails the waiting decisions, not the worker
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+    # ----- persistence -------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Adapter (or full tiny model) + tokenizer + ``router.json``, all safetensors/JSON."""
+        from ..hf import has_adapter, save_adapter
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, Any] = {
+            "models": self.models, "template": self.template.model_dump(), "max_length": self.max_length,
+            "mode": self.mode, "threshold": self.threshold, "temperature": self.temperature,
+            "base": getattr(self, "base_name", None), "head": self.head is not None,
+        }
+        if has_adapter(self.model):
+            save_adapter(self.model, folder / "adapter")
+        if meta["base"] is None:  # a base that cannot be re-created by name travels with the router
+            base = self.model.get_base_model() if has_adapter(self.model) else self.model
+            # LoRA layers are injected into the base: save the plain base weights under their own names
+            clean = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+            base.save_pretrained(folder / "base", state_dict=clean, safe_serialization=True)
+            meta["base"] = "base"
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        if self.head is not None:
+            from safetensors.torch import save_file
+
+            save_file({"weight": self.head.weight.detach().contiguous(), "bias": self.head.bias.detach().contiguous()}, folder / "head.safetensors")
+        (folder / "router.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, **overrides: Any) -> PolicyRouter:
+        """A router saved by :meth:`save` (or trained by ``roro train-router``); safetensors only."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ..hf import load_adapter, load_causal_lm
+
+        folder = Path(folder)
+        meta_path = folder / "router.json"
+        if not meta_path.is_file():
+            raise ConfigError(f"{folder} is not a saved policy router (no router.json); train one with 'roro train-router'")
+        meta = json.loads(meta_path.read_text())
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        if meta["base"] == "base":
+            model = AutoModelForCausalLM.from_pretrained(folder / "base", use_safetensors=True)
+        else:
+            model, _ = load_causal_lm(meta["base"])
+        if (folder / "adapter").is_dir():
+            model = load_adapter(model, folder / "adapter")
+        model.eval()
+        head = None
+        if meta.get("head"):
+            from safetensors.torch import load_file
+
+            w = load_file(folder / "head.safetensors")
+            head = torch.nn.Linear(w["weight"].shape[1], w["weight"].shape[0])
+            head.load_state_dict(w)
+        kw = {k: meta[k] for k in ("max_length", "mode", "threshold", "temperature")}
+        kw.update(overrides)
+        router = cls(model, tokenizer, meta["models"], template=PolicyTemplate(**meta["template"]), head=head, **kw)
+        router.base_name = None if meta["base"] == "base" else meta["base"]
+        return router

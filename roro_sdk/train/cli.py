@@ -1,0 +1,231 @@
+"""``roro collect``, ``roro pairs`` and ``roro train-judge``: stage 1 and 2 of the method.
+
+Registered through ``roro_sdk.cli._COMMAND_MODULES``; heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_commands"]
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for j, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _pool_for(args: argparse.Namespace):
+    from ..pool import ModelPool
+
+    spec = getattr(args, "pool", None)
+    if spec and spec.startswith("sim") and not Path(spec).exists():  # --pool sim[:preset,...]: the sim bench
+        from ..sim import parse_sim_spec, sim_pool
+
+        return sim_pool(parse_sim_spec(spec))
+    if spec:
+        return ModelPool.from_file(spec)
+    if str(args.dataset).startswith("sim") and not Path(args.dataset).exists():
+        from ..sim import parse_sim_spec, sim_pool
+
+        return sim_pool(parse_sim_spec(args.dataset))
+    from ..defaults import default_pool
+
+    return default_pool()
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from ..collect import acollect
+    from ..tasks import load_dataset
+    from .._sync import run_sync
+
+    queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
+    pool = _pool_for(args)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    res = run_sync(acollect(queries, pool, policies, out=args.out, rollouts=args.rollouts, concurrency=args.concurrency,
+                            cost_cap=args.cost_cap, seed=args.seed, progress=not args.quiet, fsync=not args.no_fsync,
+                            max_steps=args.max_steps, token_budget=args.token_budget, cost_budget=args.cost_budget))
+    print(f"collect: {res.written} written, {res.existing} already in {res.out}, {res.errors} failed (retried on resume), "
+          f"{res.skipped_cost_cap} not started (cost cap); planned {res.planned}")
+    print(f"cost: ${res.cost_usd:.6f} this run, ${res.total_cost_usd:.6f} in total; {res.wall_s:.1f} s"
+          + ("; STOPPED at the cost cap" if res.stopped_by_cost_cap else ""))
+    if args.summary_json:
+        Path(args.summary_json).write_text(res.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from ..pairs import PairConfig, build_pairs, record_step_verifier, write_pairs
+    from ..trajectories import read_trajectories
+
+    trajs = read_trajectories(args.trajectories)
+    cfg = PairConfig(kinds=[k.strip() for k in args.kinds.split(",") if k.strip()], cost_margin=args.cost_margin,
+                     min_cost_delta=args.min_cost_delta, process_cost_tolerance=args.process_cost_tolerance,
+                     process_margin=args.process_margin, max_pairs_per_query=args.max_per_query or None,
+                     max_pairs_per_kind=args.max_per_kind, balance_kinds=args.balance_kinds, seed=args.seed)
+    scores = None
+    verifier = None
+    if args.process == "step-records":
+        verifier = record_step_verifier
+    elif args.process.startswith("judge:"):
+        from .._sync import run_sync
+        from ..judge import judge_from_config
+        from ..pairs import judge_process_scores
+        from ..rubric import StaticRubricor, rubricor_from_config
+
+        conf = _read_config(args.process.split(":", 1)[1])
+        judge = judge_from_config(conf["judge"])
+        rubricor = rubricor_from_config(conf["rubricor"]) if "rubricor" in conf else StaticRubricor()
+        scores = run_sync(judge_process_scores(trajs, judge, rubricor))
+    ps = build_pairs(trajs, cfg, process_scores=scores, step_verifier=verifier)
+    n = write_pairs(args.out, ps.pairs)
+    st = ps.stats
+    print(f"pairs: {n} from {st.usable} usable trajectories of {st.queries} queries ({st.queries_with_pairs} with pairs) -> {args.out}")
+    _table(st.table())
+    for why, k in st.skipped.items():
+        print(f"skipped: {k} ({why})")
+    if args.stats_json:
+        Path(args.stats_json).write_text(st.model_dump_json(indent=2))
+    return 0
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    from ..errors import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping")
+    return data
+
+
+def cmd_train_judge(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..pairs import PairSet, PairStats, read_pairs
+    from ..rubric import Criterion, LocalRubricor
+    from ..judge import LocalJudge
+    from ..trajectories import read_trajectories
+    from .judge_training import (AlternatingTrainer, JudgeTrainingConfig, record_criterion_labeler, sim_demo_labeler,
+                                 sim_demo_library, tiny_judge_and_rubricor)
+
+    trajs = {t.id: t for t in read_trajectories(args.trajectories)}
+    pairs = read_pairs(args.pairs)
+    data = PairSet(pairs=pairs, trajectories=trajs, stats=PairStats())
+    conf = _read_config(args.config) if args.config else {}
+    train_kw = dict(conf.get("training", {}))
+    for key in ("rounds", "judge_steps", "rubricor_steps", "seed"):
+        v = getattr(args, key)
+        if v is not None:
+            train_kw[key] = v
+    library = None
+    if args.library:
+        library = [Criterion.model_validate(c) for c in _read_config(args.library).get("criteria", [])]
+    if args.tiny:
+        from ..hf import load_causal_lm, save_model
+
+        cfg = JudgeTrainingConfig.tiny(**train_kw)
+        judge, rubricor = tiny_judge_and_rubricor(list(trajs.values()), library or sim_demo_library(), seed=cfg.seed)
+        base = Path(args.out) / "base"
+        if (base / "judge").is_dir() and (base / "rubricor").is_dir():  # resume on the very same random bases
+            judge.model, judge.tokenizer = load_causal_lm(str(base / "judge"))
+            rubricor.model, rubricor.tokenizer = load_causal_lm(str(base / "rubricor"))
+        else:
+            save_model(judge.model, judge.tokenizer, base / "judge")
+            save_model(rubricor.model, rubricor.tokenizer, base / "rubricor")
+    else:
+        cfg = JudgeTrainingConfig(**train_kw)
+        if not (args.judge and args.rubricor):
+            raise ConfigError("give --judge and --rubricor (local model folders or registry names), or --tiny for the "
+                              "synthetic demo with tiny random models")
+        judge = LocalJudge.from_pretrained(args.judge, **conf.get("judge_options", {}))
+        rkw = dict(conf.get("rubricor_options", {}))
+        if library:
+            rkw["library"] = library
+        rubricor = LocalRubricor.from_pretrained(args.rubricor, **rkw)
+    from .judge_training import write_run_models
+
+    if args.tiny:
+        jopt = {"render_kw": judge.render_kw, "instruction": judge.instruction}
+        ropt = {"instruction": rubricor.instruction, "max_question_tokens": rubricor.max_question_tokens}
+        write_run_models(args.out, str(Path(args.out) / "base" / "judge"), str(Path(args.out) / "base" / "rubricor"),
+                         jopt, ropt, rubricor.library)
+    else:
+        write_run_models(args.out, args.judge, args.rubricor, conf.get("judge_options", {}),
+                         {k: v for k, v in conf.get("rubricor_options", {}).items() if k != "library"}, rubricor.library)
+    labeler = {"none": None, "step-records": record_criterion_labeler, "sim-demo": sim_demo_labeler}[args.labeler]
+    trainer = AlternatingTrainer(judge, rubricor, data, cfg, out_dir=args.out, criterion_labeler=labeler)
+    hist = trainer.train()
+    first, last = hist[0]["heldout"], hist[-1]["heldout"]
+    rows = [("pair kind", "held-out n", "before", "after")]
+    for kind, acc in last.get("accuracy", {}).items():
+        rows.append((kind, str(last["n"][kind]), f"{first['accuracy'].get(kind, float('nan')):.1%}", f"{acc:.1%}"))
+    _table(rows)
+    print(f"adapters and state: {args.out}")
+    return 0
+
+
+def add_commands(sub: Any, common: Any) -> None:
+    p = sub.add_parser("collect", help="collect routed trajectories from several policies (resumable)")
+    p.add_argument("--dataset", default="sample", help="'sample', 'sim[:preset,...]', 'rg:<generator>' or a .jsonl file")
+    p.add_argument("--policies", default="all-small,all-large,random:0.25,random:0.5,random:0.75",
+                   help="comma-separated router specs (see 'roro routers'); each is part of the trajectory ids")
+    p.add_argument("--rollouts", type=int, default=1, help="runs per (query, policy), seeded seed+r")
+    p.add_argument("--out", required=True, help="append-only trajectories JSONL (resumed if it exists)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--cost-cap", type=float, default=None, help="dollars for the whole collection (file included)")
+    p.add_argument("--no-fsync", action="store_true", help="skip fsync per line (faster, less crash-safe)")
+    p.add_argument("--summary-json", default=None)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    common(p)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("pairs", help="build outcome/cost/process preference pairs from trajectories")
+    p.add_argument("--trajectories", required=True)
+    p.add_argument("--out", required=True, help="pairs JSONL (replaced)")
+    p.add_argument("--kinds", default="outcome,cost,process")
+    p.add_argument("--cost-margin", type=float, default=0.2, help="cost pairs: cheaper by at least this share")
+    p.add_argument("--min-cost-delta", type=float, default=0.0, help="cost pairs: and by at least this many dollars")
+    p.add_argument("--process-cost-tolerance", type=float, default=0.25, help="process pairs: 'similar cost' bound")
+    p.add_argument("--process-margin", type=float, default=0.1, help="process pairs: process score gap")
+    p.add_argument("--process", default="step-records",
+                   help="process scores: 'step-records' (step texts tagged [easy]/[hard] and 'mistake', as the sim "
+                        "writes), 'none', or 'judge:<config.yaml>' (a Judge under a Rubricor)")
+    p.add_argument("--max-per-query", type=int, default=16, help="cap per query and kind (0: none)")
+    p.add_argument("--max-per-kind", type=int, default=None)
+    p.add_argument("--balance-kinds", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stats-json", default=None)
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("train-judge", help="alternating Judge/Rubricor training on preference pairs (resumable)")
+    p.add_argument("--trajectories", required=True)
+    p.add_argument("--pairs", required=True)
+    p.add_argument("--out", required=True, help="folder for adapters (safetensors) and state.json; resumed if present")
+    p.add_argument("--judge", default=None, help="local causal LM for the Judge (folder or registry name)")
+    p.add_argument("--rubricor", default=None, help="local causal LM for the Rubricor")
+    p.add_argument("--tiny", action="store_true", help="tiny random models built from the data (synthetic demo)")
+    p.add_argument("--config", default=None, help="YAML/JSON with 'training:' (JudgeTrainingConfig fields), "
+                                                 "'judge_options:', 'rubricor_options:'")
+    p.add_argument("--library", default=None, help="YAML/JSON with 'criteria: [{text, kind}, ...]' (the Rubricor's candidates)")
+    p.add_argument("--labeler", default="none", choices=["none", "step-records", "sim-demo"],
+                   help="per-criterion labels for the calibration term")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--judge-steps", type=int, default=None)
+    p.add_argument("--rubricor-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_train_judge)
