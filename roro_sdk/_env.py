@@ -47,3 +47,18 @@ def import_litellm():
     litellm.telemetry = False
     litellm.drop_params = True
     return litellm
+
+
+def register_litellm_provider(name: str, handler: object) -> None:
+    """Put ``handler`` into ``litellm.custom_provider_map`` under ``name`` (replacing an earlier
+    entry), and make LiteLLM see it at once rather than on its next call."""
+    litellm = import_litellm()
+    for item in litellm.custom_provider_map:
+        if item.get("provider") == name:
+            item["custom_handler"] = handler
+            break
+    else:
+        litellm.custom_provider_map.append({"provider": name, "custom_handler": handler})
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()

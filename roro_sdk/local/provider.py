@@ -272,18 +272,10 @@ _register_lock = threading.Lock()
 def register_local_provider() -> RoroLocalLLM:
     """Register the ``roro_local`` provider with LiteLLM (idempotent) and return its handler."""
     global _handler
-    import litellm
+    from .._env import register_litellm_provider
 
     with _register_lock:
         if _handler is None:
             _handler = RoroLocalLLM()
-        for item in litellm.custom_provider_map:
-            if item.get("provider") == PROVIDER:
-                item["custom_handler"] = _handler
-                break
-        else:
-            litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": _handler})
-        from litellm.utils import custom_llm_setup
-
-        custom_llm_setup()  # litellm also does this per call; doing it now makes registration visible at once
+        register_litellm_provider(PROVIDER, _handler)
     return _handler

@@ -148,21 +148,12 @@ def _make_handler():
 def register_sim_provider():
     """Register ``roro_sim`` with LiteLLM (idempotent); the pool calls this on first use."""
     global _handler
-    from .._env import import_litellm
+    from .._env import register_litellm_provider
 
-    litellm = import_litellm()
     with _lock:
         if _handler is None:
             _handler = _make_handler()
-        for item in litellm.custom_provider_map:
-            if item.get("provider") == PROVIDER:
-                item["custom_handler"] = _handler
-                break
-        else:
-            litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": _handler})
-        from litellm.utils import custom_llm_setup
-
-        custom_llm_setup()
+        register_litellm_provider(PROVIDER, _handler)
     return _handler
 
 

@@ -10,15 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..cli import _table
+
 __all__ = ["add_commands"]
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for j, r in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _pool_for(args: argparse.Namespace):
