@@ -96,7 +96,7 @@ def main() -> None:
     n = a.queries * a.steps
     ideal = a.queries * a.steps * a.latency_ms / 1000 / a.concurrency
     out = {
-        "config": vars(a) | {"python": sys.version.split()[0], "cpus": os.cpu_count()},
+        "config": vars(a) | {"out": Path(a.out).name, "python": sys.version.split()[0], "cpus": os.cpu_count()},
         "steps_total": n,
         "ideal_wall_s": ideal,
         **results,
