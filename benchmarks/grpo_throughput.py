@@ -12,7 +12,10 @@ or a hang loses only that variant; memory is measured per process):
                      flags: compile (torch.compile per decoder layer), perdec (one forward per
                             decision instead of one per trajectory), ckptN (recompute first N layers),
                             nocat (fused path: LoRA as a separate addmm, no GEMM concatenation),
-                            fn (fused path with autograd.Function instead of custom ops)
+                            nobuf (fused path: concatenate W per call instead of keeping it in a
+                            storage with room for the adapter; the path measured before that),
+                            swiglu (fused path: SwiGLU element-wise work outside the custom op,
+                            for torch.compile to fuse), fn (autograd.Function instead of custom ops)
 
 MFU counts useful FLOPs only: 4 x non-embedding params x tokens (forward + input gradient of a
 frozen base; LoRA, attention and recompute are not counted), against a bf16 matmul peak measured
@@ -89,6 +92,8 @@ def parse_args(argv=None):
     p.add_argument("--min-variant-s", type=float, default=30.0, help="skip a variant when less time is left")
     p.add_argument("--out", default=None, help="JSON file, or folder for grpo_throughput_<device>.json")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
+    p.add_argument("--profile", default="", help="comma-separated variants to profile one extra step of "
+                   "(torch.profiler; the top kernels by device time go into the JSON)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -131,9 +136,10 @@ def parse_variant(spec: str) -> dict:
     impl, flags = parts[0], parts[1:]
     if impl not in ("peft", "fused", "nolora"):
         raise ValueError(f"unknown implementation {impl!r} in variant {spec!r}")
-    out = {"impl": impl, "compile": False, "perdec": False, "ckpt": 0, "nocat": False, "fn": False}
+    out = {"impl": impl, "compile": False, "perdec": False, "ckpt": 0, "nocat": False, "fn": False,
+           "nobuf": False, "swiglu": False}
     for f in flags:
-        if f in ("compile", "perdec", "nocat", "fn"):
+        if f in ("compile", "perdec", "nocat", "fn", "nobuf", "swiglu"):
             out[f] = True
         elif f.startswith("ckpt") and f[4:].isdigit():
             out["ckpt"] = int(f[4:])
@@ -173,6 +179,7 @@ def build_router(spec: dict, args, device, dtype):
         router = FusedLoRARouter(
             model, r=r, alpha=args.alpha, checkpoint_layers=spec["ckpt"], require_input_grad=r == 0,
             backend="function" if spec["fn"] else "op",
+            stored_weights=not (spec["nobuf"] or spec["nocat"]), swiglu_in_op=not spec["swiglu"],
         )
         if spec["nocat"]:
             for m in router.modules():
@@ -183,6 +190,32 @@ def build_router(spec: dict, args, device, dtype):
     router.train()
     params = [p for p in router.parameters() if p.requires_grad]
     return router, params, n_nonembed
+
+
+def profile_step(step, device, top: int = 25) -> list[dict]:
+    """One more step under torch.profiler: the kernels that take the most device (or CPU) time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        dev_us = getattr(e, "self_device_time_total", None)
+        if dev_us is None:
+            dev_us = getattr(e, "self_cuda_time_total", 0)
+        rows.append({"name": e.key[:120], "calls": e.count, "self_device_ms": dev_us / 1e3,
+                     "self_cpu_ms": e.self_cpu_time_total / 1e3})
+    key = "self_device_ms" if cuda else "self_cpu_ms"
+    rows.sort(key=lambda r: -r[key])
+    total = sum(r[key] for r in rows)
+    for r in rows:
+        r["share"] = r[key] / total if total else 0.0
+    return rows[:top]
 
 
 def run_variant(name: str, args) -> dict:
@@ -266,6 +299,7 @@ def run_variant(name: str, args) -> dict:
         times.append(time.perf_counter() - t)
     times.sort()
     step_s = times[len(times) // 2]
+    profile = profile_step(step, device) if name in args.profile.split(",") else None
     processed = G * int((positions[0] + 1).sum()) if spec["perdec"] else G * T
     flops = 4 * n_nonembed * processed
     res = {
@@ -275,6 +309,8 @@ def run_variant(name: str, args) -> dict:
         "loss_finite": bool(torch.isfinite(torch.tensor(float(loss)))), "n_nonembed": n_nonembed,
         "decisions_per_seq": D, "processed_tokens_per_step": processed, **grad_check,
     }
+    if profile is not None:
+        res["profile_top"] = profile
     if params:
         norm = grad_check.get("lora_grad_norm", 0.0)
         res["grad_ok"] = grad_check.get("lora_grads_missing", 1) == 0 and 0 < norm < float("inf")

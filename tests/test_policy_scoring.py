@@ -159,10 +159,20 @@ def test_grpo_loss_math():
     assert grpo_policy_loss(new2, old2, None, torch.tensor([1.0])).kl.item() == 0.0
 
 
-@pytest.mark.parametrize("backend", ["op", "function"])
+FUSED_OPTIONS = [  # (backend, stored_weights, swiglu_in_op)
+    ("op", True, True),
+    ("op", False, True),
+    ("op", True, False),
+    ("function", True, True),
+    ("function", False, False),
+]
+
+
+@pytest.mark.parametrize("options", FUSED_OPTIONS, ids=lambda o: "-".join(map(str, o)))
 @pytest.mark.parametrize("left_pad", [False, True])
-def test_fused_lora_matches_peft(left_pad, backend):
-    """The fused LoRA router gives peft's scores and peft's adapter gradients."""
+def test_fused_lora_matches_peft(left_pad, options):
+    """The fused LoRA router gives peft's scores and peft's adapter gradients, on every path."""
+    backend, stored, swiglu_in_op = options
     peft_model = with_lora(tiny_qwen2(tie=False))
     ids, mask, positions = batch(left_pad=left_pad)
     ref_loss = _grpo_step_loss(peft_model, ids, mask, positions).loss
@@ -177,7 +187,7 @@ def test_fused_lora_matches_peft(left_pad, backend):
     with torch.no_grad():
         ref_scores = action_logits(peft_model, ids, mask, positions, ACTIONS).logits
 
-    fused = FusedLoRARouter(peft_model, backend=backend)
+    fused = FusedLoRARouter(peft_model, backend=backend, stored_weights=stored, swiglu_in_op=swiglu_in_op)
     with torch.no_grad():
         scores = action_logits(fused, ids, mask, positions, ACTIONS).logits
         per_dec = action_logits_per_decision(fused, ids, mask, positions, ACTIONS).logits
@@ -202,6 +212,41 @@ def test_fused_lora_matches_peft(left_pad, backend):
     assert {n for n, p in fused.named_parameters() if p.requires_grad} == {
         n for n, _ in fused.named_parameters() if "lora_" in n
     }
+
+
+def test_fused_weight_storage_is_shared_and_follows_optimizer_steps():
+    """The base weights are stored once (the transformers model keeps working on views of the
+    fused storage), and an optimizer step on the adapter is what the next forward computes."""
+    base = tiny_qwen2(tie=False)
+    ids, mask, positions = batch()
+    with torch.no_grad():
+        want_base = action_logits(base, ids, mask, positions, ACTIONS).logits
+    fused = FusedLoRARouter(base, r=4, alpha=8)
+    plain = FusedLoRARouter(tiny_qwen2(tie=False), r=4, alpha=8, stored_weights=False)
+    plain.load_state_dict(fused.state_dict())
+    layer0, f0 = base.model.layers[0], fused.layers[0]
+    assert f0.qkv.stored and f0.down.stored
+    for linear, fused_linear in ((layer0.self_attn.q_proj, f0.qkv), (layer0.mlp.down_proj, f0.down)):
+        assert linear.weight.untyped_storage().data_ptr() == fused_linear.storage.untyped_storage().data_ptr()
+    with torch.no_grad():  # B = 0: the base model still gives its own scores through the views
+        assert (action_logits(base, ids, mask, positions, ACTIONS).logits - want_base).abs().max() < 1e-5
+    opts = [torch.optim.AdamW(m.lora_parameters(), lr=1e-2) for m in (fused, plain)]
+    for _ in range(3):
+        losses = []
+        for model, opt in zip((fused, plain), opts):
+            loss = _grpo_step_loss(model, ids, mask, positions).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.detach())
+        assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    with torch.no_grad():
+        got = action_logits(fused, ids, mask, positions, ACTIONS).logits
+        want = action_logits(plain, ids, mask, positions, ACTIONS).logits
+    assert (got - want).abs().max() < 1e-5 and (got - want_base).abs().max() > 1e-3
+    # two forwards before one backward (nothing changed in between): the storage is not rewritten
+    loss = _grpo_step_loss(fused, ids, mask, positions).loss + _grpo_step_loss(fused, ids, mask, positions).loss
+    loss.backward()
 
 
 def test_fused_fresh_adapter_starts_at_base_and_checkpointing_matches():
@@ -229,7 +274,12 @@ def test_fused_fresh_adapter_starts_at_base_and_checkpointing_matches():
 
 
 @pytest.mark.skipif(os.environ.get("RORO_COMPILE_TESTS") != "1", reason="slow (torch.compile): set RORO_COMPILE_TESTS=1")
-def test_fused_lora_under_torch_compile_matches_eager():
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"stored_weights": False}, {"swiglu_in_op": False}],
+    ids=["default", "nobuf", "swiglu-compiled"],
+)
+def test_fused_lora_under_torch_compile_matches_eager(options):
     """Compiled layers give the eager scores and adapter gradients (on CUDA when there is one).
 
     Guards against a silent failure seen on torch 2.11 + CUDA: an autograd.Function inside the
@@ -240,7 +290,7 @@ def test_fused_lora_under_torch_compile_matches_eager():
     ids, mask = ids.to(device), mask.to(device)
     results = []
     for compiled in (False, True):
-        fused = FusedLoRARouter(with_lora(tiny_qwen2(tie=False)).to(device))
+        fused = FusedLoRARouter(with_lora(tiny_qwen2(tie=False)).to(device), **options)
         if compiled:
             fused.compile_layers()
         losses = []

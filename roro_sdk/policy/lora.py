@@ -16,11 +16,15 @@ passes cost about as much as the GEMMs themselves. Here:
   eager mode) that saves only the gate/up output and recomputes ``silu(g) * u`` in backward (no
   matmul is recomputed); RMSNorm saves its bf16 input and the per-row rstd, not fp32 copies.
 * Adapters are kept in fp32 (master weights for AdamW) and cast to the compute dtype per step.
+* Each base weight lives in a storage with room for the adapter (``[W | sB]`` or ``[W ; A]``),
+  so the concatenated GEMMs read it in place: no per-call copy of ``W``.
 
-Measured (H100, 1.5B-shaped router, 8 x 1024 tokens, r=16; docs/benchmarks/grpo_throughput.md):
-eager 24.8% MFU at 16.9 GB against peft's 17% at 34.7 GB; with ``compile_layers()`` 32.5% at
-16.9 GB. The custom ops are opaque to inductor, so the SwiGLU element-wise work inside them runs
-unfused: the main thing left between this and the ~58% of the compiled base without LoRA.
+Measured (H100, 1.5B-shaped router, 8 x 1024 tokens, r=16; docs/benchmarks/grpo_throughput.md),
+before the weight storage (``stored_weights=False`` reproduces that path): eager 24.8% MFU at
+16.9 GB against peft's 17% at 34.7 GB; with ``compile_layers()`` 32.5% at 16.9 GB. The custom
+ops are opaque to inductor, so the SwiGLU element-wise work inside them runs unfused:
+``swiglu_in_op=False`` hands it to the compiler (at the cost of saving or recomputing ``h``).
+The storage and that option are not yet measured on a GPU (benchmark flags ``nobuf``/``swiglu``).
 
 The base weights are shared with the transformers model (its q/k/v and gate/up weights become
 views of the fused ones), so building this costs no extra memory and the original model keeps
@@ -42,70 +46,91 @@ __all__ = ["FusedLoRALinear", "FusedLoRARouter"]
 
 
 # ----------------------------------------------------------------------------- GEMM helpers
-def _lora_forward(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Tensor, cat_in: bool):
+# ``w`` is either the frozen weight (``stored=False``: the concatenated weights are built per call)
+# or its *storage* (``stored=True``): the weight with the scaled B appended as columns
+# (``[W | sB]``, when ``cat_out``) or A appended as rows (``[W ; A]``, otherwise), kept in sync by
+# :meth:`FusedLoRALinear.sync_storage`, so no GEMM ever needs a per-call copy of ``W``.
+def _base_weight(w: Tensor, a: Tensor, b: Tensor, cat_out: bool, stored: bool) -> Tensor:
+    if not stored:
+        return w
+    return w[:, : a.shape[1]] if cat_out else w[: b.shape[0]]
+
+
+def _lora_forward(x: Tensor, w: Tensor, bias: Tensor | None, a: Tensor, b: Tensor, cat_in: bool, cat_out: bool,
+                  stored: bool):
     """``x W^T + bias + (x A^T) B^T`` with ``b`` already scaled; returns ``(y, x A^T)``."""
     xa = x @ a.t()
-    if cat_in:  # one GEMM over K = in + R: cheaper than re-reading a wide output
-        y = F.linear(torch.cat([x, xa], 1), torch.cat([weight, b], 1), bias)
+    if cat_in:  # one GEMM over K = in + R: cheaper than re-reading a wide output (cat_in implies cat_out)
+        y = F.linear(torch.cat([x, xa], 1), w if stored else torch.cat([w, b], 1), bias)
     else:
-        y = F.linear(x, weight, bias)
+        y = F.linear(x, _base_weight(w, a, b, cat_out, stored), bias)
         y.addmm_(xa, b.t())
     return y, xa
 
 
 def _lora_backward(
-    dy: Tensor, x: Tensor, xa: Tensor, weight: Tensor, a: Tensor, b: Tensor, cat_out: bool, need_dx: bool
+    dy: Tensor, x: Tensor, xa: Tensor, w: Tensor, a: Tensor, b: Tensor, cat_out: bool, stored: bool, need_dx: bool
 ):
     """Gradients of :func:`_lora_forward` for ``x``, ``a`` and the scaled ``b`` (base is frozen)."""
     dx = None
     if not need_dx:
         dxa = dy @ b
     elif cat_out:  # dy @ [W | B] = [dx_base | dxa] in one GEMM
-        g = dy @ torch.cat([weight, b], 1)
-        n_in = weight.shape[1]
+        g = dy @ (w if stored else torch.cat([w, b], 1))
+        n_in = a.shape[1]
         dxa = g[:, n_in:]
         dx = torch.addmm(g[:, :n_in], dxa, a)
     else:  # [dy | dxa] @ [W ; A] = dx in one GEMM
         dxa = dy @ b
-        dx = torch.cat([dy, dxa], 1) @ torch.cat([weight, a], 0)
+        dx = torch.cat([dy, dxa], 1) @ (w if stored else torch.cat([w, a], 0))
     return dx, dxa.t() @ x, dy.t() @ xa
+
+
+def _swiglu(gu: Tensor) -> Tensor:
+    g, u = gu.chunk(2, -1)
+    return F.silu(g) * u
+
+
+def _swiglu_down_backward_math(dy, gu, xa, w, a, b, cat_out: bool, stored: bool):
+    """Backward of ``down(silu(g) * u)``: recomputes ``h`` from ``[g | u]`` (no matmul recomputed)."""
+    g, u = gu.chunk(2, -1)
+    sig = torch.sigmoid(g)
+    silu = g * sig
+    dh, da, db = _lora_backward(dy.contiguous(), silu * u, xa, w, a, b, cat_out, stored, True)
+    dg = dh * u * (sig * (1 + g * (1 - sig)))
+    return torch.cat([dg, dh * silu], -1), da, db
 
 
 class _LoRALinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, a, b, cat_in, cat_out):  # type: ignore[override]
-        y, xa = _lora_forward(x, weight, bias, a, b, cat_in)
-        ctx.save_for_backward(x, xa, weight, a, b)
-        ctx.cat_out = cat_out
+    def forward(ctx, x, w, bias, a, b, cat_in, cat_out, stored):  # type: ignore[override]
+        y, xa = _lora_forward(x, w, bias, a, b, cat_in, cat_out, stored)
+        ctx.save_for_backward(x, xa, w, a, b)
+        ctx.cat_out, ctx.stored = cat_out, stored
         return y
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
-        x, xa, weight, a, b = ctx.saved_tensors
-        dx, da, db = _lora_backward(dy.contiguous(), x, xa, weight, a, b, ctx.cat_out, ctx.needs_input_grad[0])
-        return dx, None, None, da, db, None, None
+        x, xa, w, a, b = ctx.saved_tensors
+        dx, da, db = _lora_backward(dy.contiguous(), x, xa, w, a, b, ctx.cat_out, ctx.stored, ctx.needs_input_grad[0])
+        return dx, None, None, da, db, None, None, None
 
 
 class _SwiGLUDownFn(torch.autograd.Function):
     """``down(silu(g) * u)`` with LoRA on down; saves ``[g | u]`` only and recomputes ``h``."""
 
     @staticmethod
-    def forward(ctx, gu, weight, bias, a, b, cat_in, cat_out):  # type: ignore[override]
-        g, u = gu.chunk(2, -1)
-        y, xa = _lora_forward(F.silu(g) * u, weight, bias, a, b, cat_in)
-        ctx.save_for_backward(gu, xa, weight, a, b)
-        ctx.cat_out = cat_out
+    def forward(ctx, gu, w, bias, a, b, cat_in, cat_out, stored):  # type: ignore[override]
+        y, xa = _lora_forward(_swiglu(gu), w, bias, a, b, cat_in, cat_out, stored)
+        ctx.save_for_backward(gu, xa, w, a, b)
+        ctx.cat_out, ctx.stored = cat_out, stored
         return y
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
-        gu, xa, weight, a, b = ctx.saved_tensors
-        g, u = gu.chunk(2, -1)
-        sig = torch.sigmoid(g)
-        silu = g * sig
-        dh, da, db = _lora_backward(dy.contiguous(), silu * u, xa, weight, a, b, ctx.cat_out, True)
-        dg = dh * u * (sig * (1 + g * (1 - sig)))
-        return torch.cat([dg, dh * silu], -1), None, None, da, db, None, None
+        gu, xa, w, a, b = ctx.saved_tensors
+        dgu, da, db = _swiglu_down_backward_math(dy, gu, xa, w, a, b, ctx.cat_out, ctx.stored)
+        return dgu, None, None, da, db, None, None, None
 
 
 class _RMSNormFn(torch.autograd.Function):
@@ -132,108 +157,102 @@ class _RMSNormFn(torch.autograd.Function):
 # compile (on torch 2.11 + CUDA, the autograd.Function above silently lost its gradients when
 # compiled). Eager mode may use either.
 _FWD_SCHEMA = (
-    "(Tensor x, Tensor weight, Tensor? bias, Tensor a, Tensor b, bool cat_in, bool cat_out) -> (Tensor, Tensor)"
+    "(Tensor x, Tensor w, Tensor? bias, Tensor a, Tensor b, bool cat_in, bool cat_out, bool stored)"
+    " -> (Tensor, Tensor)"
+)
+_BWD_SCHEMA = (
+    "(Tensor dy, Tensor x, Tensor xa, Tensor w, Tensor a, Tensor b, bool cat_out, bool stored, bool need_dx)"
+    " -> (Tensor, Tensor, Tensor)"
 )
 
 
 @torch.library.custom_op("roro::lora_linear", mutates_args=(), schema=_FWD_SCHEMA)
-def _lora_linear_op(x, weight, bias, a, b, cat_in, cat_out):
-    return _lora_forward(x, weight, bias, a, b, cat_in)
+def _lora_linear_op(x, w, bias, a, b, cat_in, cat_out, stored):
+    return _lora_forward(x, w, bias, a, b, cat_in, cat_out, stored)
 
 
 @_lora_linear_op.register_fake
-def _(x, weight, bias, a, b, cat_in, cat_out):
-    return x.new_empty(x.shape[0], weight.shape[0]), x.new_empty(x.shape[0], a.shape[0])
+def _(x, w, bias, a, b, cat_in, cat_out, stored):
+    return x.new_empty(x.shape[0], b.shape[0]), x.new_empty(x.shape[0], a.shape[0])
 
 
-@torch.library.custom_op(
-    "roro::lora_linear_bwd",
-    mutates_args=(),
-    schema="(Tensor dy, Tensor x, Tensor xa, Tensor weight, Tensor a, Tensor b, bool cat_out, bool need_dx)"
-    " -> (Tensor, Tensor, Tensor)",
-)
-def _lora_linear_bwd_op(dy, x, xa, weight, a, b, cat_out, need_dx):
-    dx, da, db = _lora_backward(dy.contiguous(), x, xa, weight, a, b, cat_out, need_dx)
+@torch.library.custom_op("roro::lora_linear_bwd", mutates_args=(), schema=_BWD_SCHEMA)
+def _lora_linear_bwd_op(dy, x, xa, w, a, b, cat_out, stored, need_dx):
+    dx, da, db = _lora_backward(dy.contiguous(), x, xa, w, a, b, cat_out, stored, need_dx)
     return (dx if dx is not None else x.new_empty(0)), da, db
 
 
 @_lora_linear_bwd_op.register_fake
-def _(dy, x, xa, weight, a, b, cat_out, need_dx):
+def _(dy, x, xa, w, a, b, cat_out, stored, need_dx):
     dx = x.new_empty(x.shape) if need_dx else x.new_empty(0)
     return dx, a.new_empty(a.shape), b.new_empty(b.shape)
 
 
 def _lora_linear_setup(ctx, inputs, output):
-    x, weight, _bias, a, b, _cat_in, cat_out = inputs
-    ctx.save_for_backward(x, output[1], weight, a, b)
-    ctx.need_dx, ctx.cat_out = x.requires_grad, cat_out
+    x, w, _bias, a, b, _cat_in, cat_out, stored = inputs
+    ctx.save_for_backward(x, output[1], w, a, b)
+    ctx.need_dx, ctx.cat_out, ctx.stored = x.requires_grad, cat_out, stored
 
 
 def _lora_linear_backward(ctx, dy, _dxa):
-    x, xa, weight, a, b = ctx.saved_tensors
-    dx, da, db = _lora_linear_bwd_op(dy, x, xa, weight, a, b, ctx.cat_out, ctx.need_dx)
-    return (dx if ctx.need_dx else None), None, None, da, db, None, None
+    x, xa, w, a, b = ctx.saved_tensors
+    dx, da, db = _lora_linear_bwd_op(dy, x, xa, w, a, b, ctx.cat_out, ctx.stored, ctx.need_dx)
+    return (dx if ctx.need_dx else None), None, None, da, db, None, None, None
 
 
 _lora_linear_op.register_autograd(_lora_linear_backward, setup_context=_lora_linear_setup)
 
 
 @torch.library.custom_op("roro::swiglu_down", mutates_args=(), schema=_FWD_SCHEMA.replace("Tensor x", "Tensor gu"))
-def _swiglu_down_op(gu, weight, bias, a, b, cat_in, cat_out):
-    g, u = gu.chunk(2, -1)
-    return _lora_forward(F.silu(g) * u, weight, bias, a, b, cat_in)
+def _swiglu_down_op(gu, w, bias, a, b, cat_in, cat_out, stored):
+    return _lora_forward(_swiglu(gu), w, bias, a, b, cat_in, cat_out, stored)
 
 
 @_swiglu_down_op.register_fake
-def _(gu, weight, bias, a, b, cat_in, cat_out):
-    return gu.new_empty(gu.shape[0], weight.shape[0]), gu.new_empty(gu.shape[0], a.shape[0])
+def _(gu, w, bias, a, b, cat_in, cat_out, stored):
+    return gu.new_empty(gu.shape[0], b.shape[0]), gu.new_empty(gu.shape[0], a.shape[0])
 
 
 @torch.library.custom_op(
     "roro::swiglu_down_bwd",
     mutates_args=(),
-    schema="(Tensor dy, Tensor gu, Tensor xa, Tensor weight, Tensor a, Tensor b, bool cat_out)"
+    schema="(Tensor dy, Tensor gu, Tensor xa, Tensor w, Tensor a, Tensor b, bool cat_out, bool stored)"
     " -> (Tensor, Tensor, Tensor)",
 )
-def _swiglu_down_bwd_op(dy, gu, xa, weight, a, b, cat_out):
-    g, u = gu.chunk(2, -1)
-    sig = torch.sigmoid(g)
-    silu = g * sig
-    dh, da, db = _lora_backward(dy.contiguous(), silu * u, xa, weight, a, b, cat_out, True)
-    dg = dh * u * (sig * (1 + g * (1 - sig)))
-    return torch.cat([dg, dh * silu], -1), da, db
+def _swiglu_down_bwd_op(dy, gu, xa, w, a, b, cat_out, stored):
+    return _swiglu_down_backward_math(dy, gu, xa, w, a, b, cat_out, stored)
 
 
 @_swiglu_down_bwd_op.register_fake
-def _(dy, gu, xa, weight, a, b, cat_out):
+def _(dy, gu, xa, w, a, b, cat_out, stored):
     return gu.new_empty(gu.shape), a.new_empty(a.shape), b.new_empty(b.shape)
 
 
 def _swiglu_down_setup(ctx, inputs, output):
-    gu, weight, _bias, a, b, _cat_in, cat_out = inputs
-    ctx.save_for_backward(gu, output[1], weight, a, b)
-    ctx.cat_out = cat_out
+    gu, w, _bias, a, b, _cat_in, cat_out, stored = inputs
+    ctx.save_for_backward(gu, output[1], w, a, b)
+    ctx.cat_out, ctx.stored = cat_out, stored
 
 
 def _swiglu_down_backward(ctx, dy, _dxa):
-    gu, xa, weight, a, b = ctx.saved_tensors
-    dgu, da, db = _swiglu_down_bwd_op(dy, gu, xa, weight, a, b, ctx.cat_out)
-    return dgu, None, None, da, db, None, None
+    gu, xa, w, a, b = ctx.saved_tensors
+    dgu, da, db = _swiglu_down_bwd_op(dy, gu, xa, w, a, b, ctx.cat_out, ctx.stored)
+    return dgu, None, None, da, db, None, None, None
 
 
 _swiglu_down_op.register_autograd(_swiglu_down_backward, setup_context=_swiglu_down_setup)
 
 
-def _lora_linear(x, weight, bias, a, b, cat_in: bool, cat_out: bool, backend: str) -> Tensor:
+def _lora_linear(x, w, bias, a, b, cat_in: bool, cat_out: bool, stored: bool, backend: str) -> Tensor:
     if backend == "function":
-        return _LoRALinearFn.apply(x, weight, bias, a, b, cat_in, cat_out)
-    return _lora_linear_op(x, weight, bias, a, b, cat_in, cat_out)[0]
+        return _LoRALinearFn.apply(x, w, bias, a, b, cat_in, cat_out, stored)
+    return _lora_linear_op(x, w, bias, a, b, cat_in, cat_out, stored)[0]
 
 
-def _swiglu_down(gu, weight, bias, a, b, cat_in: bool, cat_out: bool, backend: str) -> Tensor:
+def _swiglu_down(gu, w, bias, a, b, cat_in: bool, cat_out: bool, stored: bool, backend: str) -> Tensor:
     if backend == "function":
-        return _SwiGLUDownFn.apply(gu, weight, bias, a, b, cat_in, cat_out)
-    return _swiglu_down_op(gu, weight, bias, a, b, cat_in, cat_out)[0]
+        return _SwiGLUDownFn.apply(gu, w, bias, a, b, cat_in, cat_out, stored)
+    return _swiglu_down_op(gu, w, bias, a, b, cat_in, cat_out, stored)[0]
 
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -256,19 +275,44 @@ class FusedLoRALinear(nn.Module):
     ``splits`` are the output sizes of the stacked linears: each has its own A (stacked in
     ``lora_A[len(splits) * r, in]``) and B (stacked in ``lora_B[out, r]``), applied as one matmul
     with a block-diagonal B.
+
+    ``stored=True`` (the default with an adapter) keeps ``W`` inside a slightly larger *storage*
+    with room for the adapter (``[W | sB]`` or ``[W ; A]``, see ``_base_weight``), so the
+    concatenated GEMMs read it in place instead of copying ``W`` on every call. ``weight`` is then
+    a view of it. :meth:`sync_storage` copies the adapter in; the router calls it before each
+    forward, and it copies only when the adapter's tensors changed (their autograd version counter),
+    so in-place updates (optimizers, ``copy_`` under ``no_grad``) are seen, writes through
+    ``.data`` are not.
     """
 
     def __init__(
-        self, weight: Tensor, bias: Tensor | None, splits: list[int], r: int, alpha: float, backend: str = "op"
+        self,
+        weight: Tensor,
+        bias: Tensor | None,
+        splits: list[int],
+        r: int,
+        alpha: float,
+        backend: str = "op",
+        *,
+        stored: bool = True,
     ):
         super().__init__()
         self.backend = backend
-        out_features, in_features = weight.shape
-        self.register_buffer("weight", weight, persistent=False)
-        self.register_buffer("bias", bias, persistent=False)
+        self.out_features, self.in_features = out_features, in_features = weight.shape
         self.splits, self.r, self.scaling = list(splits), r, (alpha / r if r else 0.0)
         self.cat_in = in_features < out_features
         self.cat_out = 2 * in_features <= 3 * out_features
+        self.stored = bool(r) and stored
+        weight = weight.detach()
+        if self.stored:
+            extra = len(splits) * r
+            shape = (out_features, in_features + extra) if self.cat_out else (out_features + extra, in_features)
+            storage = weight.new_zeros(shape)
+            storage[:, :in_features].copy_(weight) if self.cat_out else storage[:out_features].copy_(weight)
+            weight = storage
+        self.register_buffer("storage", weight, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+        self._synced: tuple | None = None
         if r:
             a = torch.empty(len(splits) * r, in_features, device=weight.device, dtype=torch.float32)
             for chunk in a.split(r):  # peft's default init: kaiming-uniform A, zero B
@@ -276,44 +320,66 @@ class FusedLoRALinear(nn.Module):
             self.lora_A = nn.Parameter(a)
             self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=weight.device, dtype=torch.float32))
 
+    @property
+    def weight(self) -> Tensor:
+        """The frozen base weight (a view of the storage when ``stored``)."""
+        if not self.stored:
+            return self.storage
+        return self.storage[:, : self.in_features] if self.cat_out else self.storage[: self.out_features]
+
     def lora_weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``A`` and the scaled block-diagonal ``B``, in the compute dtype (differentiable)."""
         b = torch.block_diag(*self.lora_B.split(self.splits, 0)) if len(self.splits) > 1 else self.lora_B
         return self.lora_A.to(dtype), (b * self.scaling).to(dtype)
 
+    @torch.no_grad()
+    def sync_storage(self) -> None:
+        """Copy the current adapter into the storage (a no-op when it has not changed)."""
+        if not self.stored:
+            return
+        key = (self.lora_A._version, self.lora_B._version, id(self.lora_A), id(self.lora_B), self.scaling)
+        if key == self._synced:
+            return
+        a, b = self.lora_weights(self.storage.dtype)
+        if self.cat_out:
+            self.storage[:, self.in_features :].copy_(b)
+        else:
+            self.storage[self.out_features :].copy_(a)
+        self._synced = key
+
     def forward(self, x: Tensor) -> Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         if not self.r:
-            y = F.linear(x2, self.weight, self.bias)
+            y = F.linear(x2, self.storage, self.bias)
         else:
             a, b = self.lora_weights(x.dtype)
-            y = _lora_linear(x2, self.weight, self.bias, a, b, self.cat_in, self.cat_out, self.backend)
+            y = _lora_linear(x2, self.storage, self.bias, a, b, self.cat_in, self.cat_out, self.stored, self.backend)
         return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def _stack_into_views(linears: list[nn.Module]) -> tuple[Tensor, Tensor | None, list[int]]:
-    """Concatenate the weights of linears that share an input; make theirs views of the result."""
+def _gather(linears: list[nn.Module]) -> tuple[Tensor, Tensor | None, list[int]]:
+    """The weights and biases of linears that share an input, stacked (one linear's: not copied)."""
     bases = [_base(m) for m in linears]
-    weight = torch.cat([m.weight.detach() for m in bases], 0)
     has_bias = [m.bias is not None for m in bases]
     if any(has_bias) and not all(has_bias):
         raise NotImplementedError("mixed bias/no-bias linears cannot be stacked")
+    splits = [m.weight.shape[0] for m in bases]
+    if len(bases) == 1:
+        bias = bases[0].bias.detach() if has_bias[0] else None
+        return bases[0].weight.detach(), bias, splits
+    weight = torch.cat([m.weight.detach() for m in bases], 0)
     bias = torch.cat([m.bias.detach() for m in bases], 0) if all(has_bias) else None
-    splits, start = [], 0
-    for m in bases:
-        n = m.weight.shape[0]
-        m.weight.data = weight[start : start + n]
-        if bias is not None:
-            m.bias.data = bias[start : start + n]
-        splits.append(n)
-        start += n
     return weight, bias, splits
 
 
-def _own_weights(linear: nn.Module) -> tuple[Tensor, Tensor | None, list[int]]:
-    """A single linear's (shared, not copied) weight and bias, as one group."""
-    bias = None if linear.bias is None else linear.bias.detach()
-    return linear.weight.detach(), bias, [linear.weight.shape[0]]
+def _share(linears: list[nn.Module], fused: FusedLoRALinear) -> None:
+    """Make the original linears' weights views of the fused ones: the two models share memory."""
+    start = 0
+    for m, n in zip([_base(m) for m in linears], fused.splits):
+        m.weight.data = fused.weight[start : start + n]
+        if fused.bias is not None:
+            m.bias.data = fused.bias[start : start + n]
+        start += n
 
 
 def _copy_peft_adapter(fused: FusedLoRALinear, linears: list[nn.Module], adapter: str) -> None:
@@ -355,22 +421,30 @@ def _native_gqa_ok(device: torch.device, dtype: torch.dtype) -> bool:
 class _FusedLayer(nn.Module):
     """One decoder layer: pre-norm attention and SwiGLU MLP, with fused LoRA linears."""
 
-    def __init__(self, layer: nn.Module, config: Any, r: int, alpha: float, native_gqa: bool, backend: str):
+    def __init__(self, layer: nn.Module, config: Any, r: int, alpha: float, native_gqa: bool, options: dict):
         super().__init__()
         attn, mlp = layer.self_attn, layer.mlp
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.native_gqa = native_gqa
+        self.swiglu_in_op = options["swiglu_in_op"]
         self.eps = float(layer.input_layernorm.variance_epsilon)
         self.register_buffer("ln1", layer.input_layernorm.weight.detach(), persistent=False)
         self.register_buffer("ln2", layer.post_attention_layernorm.weight.detach(), persistent=False)
-        self.qkv = FusedLoRALinear(*_stack_into_views([attn.q_proj, attn.k_proj, attn.v_proj]), r, alpha, backend)
-        o = _base(attn.o_proj)
-        self.o = FusedLoRALinear(*_own_weights(o), r, alpha, backend)
-        self.gate_up = FusedLoRALinear(*_stack_into_views([mlp.gate_proj, mlp.up_proj]), r, alpha, backend)
-        d = _base(mlp.down_proj)
-        self.down = FusedLoRALinear(*_own_weights(d), r, alpha, backend)
+        kw = {"backend": options["backend"], "stored": options["stored"]}
+        for name, linears in (
+            ("qkv", [attn.q_proj, attn.k_proj, attn.v_proj]),
+            ("o", [attn.o_proj]),
+            ("gate_up", [mlp.gate_proj, mlp.up_proj]),
+            ("down", [mlp.down_proj]),
+        ):
+            fused = FusedLoRALinear(*_gather(linears), r, alpha, **kw)
+            _share(linears, fused)
+            setattr(self, name, fused)
+
+    def fused_linears(self) -> list[FusedLoRALinear]:
+        return [self.qkv, self.o, self.gate_up, self.down]
 
     def load_peft(self, layer: nn.Module, adapter: str) -> None:
         attn, mlp = layer.self_attn, layer.mlp
@@ -396,11 +470,11 @@ class _FusedLayer(nn.Module):
     def _mlp(self, x: Tensor) -> Tensor:
         gu = self.gate_up(x)
         d = self.down
-        if not d.r:
-            g, u = gu.chunk(2, -1)
-            return d(F.silu(g) * u)
+        if not d.r or not self.swiglu_in_op:  # element-wise SwiGLU left to the compiler to fuse
+            return d(_swiglu(gu))
         a, b = d.lora_weights(x.dtype)
-        y = _swiglu_down(gu.reshape(-1, gu.shape[-1]), d.weight, d.bias, a, b, d.cat_in, d.cat_out, d.backend)
+        gu2 = gu.reshape(-1, gu.shape[-1])
+        y = _swiglu_down(gu2, d.storage, d.bias, a, b, d.cat_in, d.cat_out, d.stored, d.backend)
         return y.view(*x.shape[:-1], y.shape[-1])
 
     def forward(self, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -424,6 +498,10 @@ class FusedLoRARouter(nn.Module):
     ``require_input_grad``: make the embeddings require grad, so that a frozen model without LoRA
     still runs a backward (a benchmark baseline only). ``backend``: ``"op"`` (torch.library custom
     ops; required under torch.compile) or ``"function"`` (autograd.Function; eager only).
+    ``stored_weights``: keep each base weight in a storage with room for the adapter, so the
+    concatenated GEMMs need no per-call copy of ``W`` (see :class:`FusedLoRALinear`; the forward
+    syncs the adapter in). ``swiglu_in_op``: run the SwiGLU element-wise work inside the fused
+    down-projection op (saves only ``[g | u]``); ``False`` leaves it to ``torch.compile`` to fuse.
     """
 
     def __init__(
@@ -435,10 +513,13 @@ class FusedLoRARouter(nn.Module):
         checkpoint_layers: int = 0,
         require_input_grad: bool = False,
         backend: str = "op",
+        stored_weights: bool = True,
+        swiglu_in_op: bool = True,
     ):
         super().__init__()
         if backend not in ("op", "function"):
             raise ValueError(f"backend must be 'op' or 'function', got {backend!r}")
+        options = {"backend": backend, "stored": stored_weights, "swiglu_in_op": swiglu_in_op}
         adapter = getattr(model, "active_adapter", None) if hasattr(model, "peft_config") else None
         causal = model.get_base_model() if adapter is not None else model
         if adapter is not None:
@@ -456,7 +537,7 @@ class FusedLoRARouter(nn.Module):
         weight = self.embed_tokens.weight
         native_gqa = _native_gqa_ok(weight.device, weight.dtype)
         self.layers = nn.ModuleList(
-            _FusedLayer(layer, config, r, alpha, native_gqa, backend) for layer in decoder.layers
+            _FusedLayer(layer, config, r, alpha, native_gqa, options) for layer in decoder.layers
         )
         if adapter is not None:
             for fused, layer in zip(self.layers, decoder.layers):
@@ -501,6 +582,9 @@ class FusedLoRARouter(nn.Module):
         position_ids: Tensor | None = None,
         **_: Any,
     ) -> _Output:
+        for layer in self.layers:  # outside the compiled layers: a buffer write inside one would copy W
+            for linear in layer.fused_linears():
+                linear.sync_storage()
         h = self.embed_tokens(input_ids)
         if self.require_input_grad:
             h = h.detach().requires_grad_(True)
