@@ -91,14 +91,15 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_trained_router_beats_the_baselines_on_the_sim_bench(tmp_path):
-    cfg = small_cfg(tmp_path, train_queries=32, eval_queries=24, updates=12, queries_per_update=4, group_size=8,
+    # 20 updates: at 12, one seed in three still collapsed to all-small (seeds 0-2 all pass at 20)
+    cfg = small_cfg(tmp_path, train_queries=32, eval_queries=24, updates=20, queries_per_update=4, group_size=8,
                     minibatch_size=16, step_process_weight=1.0)
     result = train_router(cfg)
     pool, _, eval_qs = _pool_and_queries(cfg)
     small = summarize(StepwiseRuntime(pool, FixedRouter()).run_many(eval_qs), large=pool.large)
     large = summarize(StepwiseRuntime(pool, FixedRouter(tier=-1)).run_many(eval_qs), large=pool.large)
     ev = result["eval"]
-    assert ev["accuracy"] > small.accuracy + 0.2, (ev, small.accuracy)
+    assert ev["accuracy"] > small.accuracy + 0.2 and ev["accuracy"] >= 0.75, (ev, small.accuracy)
     assert ev["mean_cost_usd"] < 0.7 * large.mean_cost_usd, (ev, large.mean_cost_usd)
     assert ev["hard_steps_to_large"] > 0.5 and ev["easy_steps_to_large"] < 0.2, ev
     # and the saved router routes the same way through the public spec

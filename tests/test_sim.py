@@ -232,10 +232,12 @@ def test_regret_grading_and_reference_routers():
 
 
 def test_hints_announce_the_next_step():
-    """``hint_accuracy`` (used by the trainer): each step ends with 'next: hard|easy' about the next one."""
+    """``hint_accuracy`` (used by the trainer): the question ends with 'next: hard|easy' about the
+    first step, each step with one about the next step; no hints without it."""
     exact = SimConfig.careful(hint_accuracy=1.0)
     (t,) = run(sim_pool(exact), FixedRouter(tier=-1), sim_queries(n=1, config=exact))
     task = task_of(t)
+    assert t.query.question.endswith(f"next: {'hard' if task.hard[0] else 'easy'}")  # the first step's hint
     for k, s in enumerate(t.steps[:-2]):
         assert s.text.endswith(f"next: {'hard' if task.hard[k + 1] else 'easy'}")
     assert "next:" not in t.steps[-2].text and t.correct
@@ -247,3 +249,4 @@ def test_hints_announce_the_next_step():
             right += shown_hard == task_of(t).hard[k + 1]
             wrong += shown_hard != task_of(t).hard[k + 1]
     assert 0.3 < right / (right + wrong) < 0.7  # 0.5 carries no information
+    assert "next:" not in sim_queries(n=1, config=SimConfig.careful())[0].question

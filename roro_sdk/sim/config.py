@@ -81,8 +81,9 @@ class SimConfig(_Model):
     verifier_error: float = Field(0.1, ge=0.0, le=1.0, description="chance a verify call (SpecReason prompt) misjudges a step")
     hint_accuracy: float | None = Field(
         None, ge=0.5, le=1.0,
-        description="when set, every reasoning step ends with 'next: hard|easy' about the following step, right with "
-                    "this probability (0.5 = no information): the observable context a real router reads before a step")
+        description="when set, the question ends with 'next: hard|easy' about the first reasoning step and every "
+                    "reasoning step ends with one about the following step, right with this probability (0.5 = no "
+                    "information): the observable context a real router reads before a step")
     seed: int = 0
 
     @model_validator(mode="after")

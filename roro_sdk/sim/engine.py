@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .config import SimConfig
 from .tasks import SimTask
 
-__all__ = ["RECORD_RE", "StepOutcome", "coin", "step_outcome", "pending_after", "read_records", "write_step", "verdict_digit", "next_hint"]
+__all__ = ["RECORD_RE", "StepOutcome", "coin", "step_outcome", "pending_after", "read_records", "write_step", "verdict_digit", "next_hint", "step_hint"]
 
 RECORD_RE = re.compile(r"Step (\d+) \[(easy|hard)\]: (ok|mistake|recovered|carried)\b")
 _PENDING = {"ok": False, "recovered": False, "mistake": True, "carried": True}
@@ -102,15 +102,21 @@ def write_step(task: SimTask, k: int, pending: bool, model: str, config: SimConf
     return text, need, conf, "stop"
 
 
-def next_hint(task: SimTask, k: int, config: SimConfig) -> str:
-    """`` next: hard|easy`` about step ``k + 1`` when the config gives hints (a property of the task,
-    not of the model writing step ``k``), else ``""``."""
-    if config.hint_accuracy is None or k + 1 >= task.n_steps:
+def step_hint(task: SimTask, k: int, config: SimConfig) -> str:
+    """`` next: hard|easy`` announcing reasoning step ``k`` when the config gives hints (a property
+    of the task, not of any model), else ``""``. Step 0's hint ends the question, step ``k``'s
+    ends step ``k - 1``: the signal sits right before the decision it is about."""
+    if config.hint_accuracy is None or not 0 <= k < task.n_steps:
         return ""
-    shown = task.hard[k + 1]
-    if coin(config.seed, task.id, k + 1, "hint") >= config.hint_accuracy:
+    shown = task.hard[k]
+    if coin(config.seed, task.id, k, "hint") >= config.hint_accuracy:
         shown = not shown
     return f" next: {'hard' if shown else 'easy'}"
+
+
+def next_hint(task: SimTask, k: int, config: SimConfig) -> str:
+    """The hint that ends step ``k``: about step ``k + 1`` (none after the last reasoning step)."""
+    return step_hint(task, k + 1, config)
 
 
 def verdict_digit(task: SimTask, k: int, draft: str, prior_pending: bool, verifier: str, config: SimConfig,

@@ -56,11 +56,12 @@ class SimTask:
     def header(self) -> str:
         return f"[sim task {self.id}] steps: {self.letters}"
 
-    def question(self) -> str:
-        return f"{self.header}\n{_INSTRUCTION}"
+    def question(self, hint: str = "") -> str:
+        return f"{self.header}\n{_INSTRUCTION}{hint}"
 
-    def to_query(self, source: str = "sim") -> Query:
-        return Query(id=self.id, question=self.question(), answer=str(self.answer), source=source,
+    def to_query(self, source: str = "sim", hint: str = "") -> Query:
+        """``hint``: the text that ends the question (the first step's hint, when the config gives hints)."""
+        return Query(id=self.id, question=self.question(hint), answer=str(self.answer), source=source,
                      metadata={"difficulties": ["hard" if h else "easy" for h in self.hard], "n_steps": self.n_steps,
                                "sim_task": True})
 
@@ -76,13 +77,16 @@ def sim_queries(spec: str = "sim", n: int = 20, seed: int = 0, config: SimConfig
     seed, n) always gives the same tasks, and task ``i`` does not depend on ``n``."""
     if not isinstance(n, int) or n < 1:
         raise DatasetError(f"sim_queries: n must be a positive integer, got {n!r}")
+    from .engine import step_hint  # engine imports this module
+
     cfg = parse_sim_spec(spec, config)
     out = []
     for i in range(n):
         rng = random.Random(f"roro-sim:{cfg.seed}:{seed}:{i}")
         n_steps = rng.randint(cfg.min_steps, cfg.max_steps)
         hard = tuple(rng.random() < cfg.p_hard for _ in range(n_steps))
-        out.append(SimTask(id=f"s{seed}-{i}", hard=hard).to_query(source=spec))
+        task = SimTask(id=f"s{seed}-{i}", hard=hard)
+        out.append(task.to_query(source=spec, hint=step_hint(task, 0, cfg)))
     return out
 
 
