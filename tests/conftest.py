@@ -44,3 +44,15 @@ def pool3(server):
         [server.spec("large", price=(1.0, 4.0)), server.spec("small", price=(0.1, 0.4)), server.spec("medium", price=(0.3, 1.2))],
         retry=FAST_RETRY,
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one torch thread avoids OpenMP spin-wait contention.
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

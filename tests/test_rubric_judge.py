@@ -37,13 +37,7 @@ from roro_sdk.testing import FakeModel, FakeOpenAIServer  # noqa: E402
 from roro_sdk.types import Query, Step, Trajectory  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP spin-wait contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _traj(tid: str, plan: list[tuple[str, str, str]], question: str = "[sim task t1] steps: E H E", correct=True) -> Trajectory:

@@ -28,7 +28,7 @@ from ..errors import ConfigError, RouterError
 from ..pool import ModelPool
 from ..routers.base import Decision, Router, RoutingState
 from ..types import Query, Step, Trajectory
-from .scoring import _decoder, _head_rows
+from .scoring import action_head_rows, decoder_of
 
 __all__ = ["PolicyTemplate", "PolicyRouter", "EncodedTrajectory"]
 
@@ -164,14 +164,14 @@ class PolicyRouter(Router):
     def _logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.head is not None:
             return self.head(hidden.to(self.head.weight.dtype)).float()
-        w, b = _head_rows(self.model, torch.tensor(self.action_ids, device=hidden.device))
+        w, b = action_head_rows(self.model, torch.tensor(self.action_ids, device=hidden.device))
         out = hidden.float() @ w.float().t()
         return out + b.float() if b is not None else out
 
     @torch.no_grad()
     def _score_one(self, ids: list[int], memo: dict[str, Any]) -> torch.Tensor:
         """Action logits for one state, reusing this query's KV cache for the prefix already run."""
-        dec = _decoder(self.model)
+        dec = decoder_of(self.model)
         if len(ids) > self.max_length:
             memo.pop("policy_kv", None)
             ids = ids[-self.max_length:]
@@ -199,7 +199,7 @@ class PolicyRouter(Router):
         for i, s in enumerate(states):
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
-        out = _decoder(self.model)(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
+        out = decoder_of(self.model)(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
         last = torch.tensor([len(s) - 1 for s in states], device=self.device)
         self.forward_calls += 1
         return self._logits_from_hidden(out.last_hidden_state[torch.arange(len(states), device=self.device), last])

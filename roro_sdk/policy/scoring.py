@@ -41,6 +41,8 @@ __all__ = [
     "grpo_policy_loss",
     "pad_decision_positions",
     "decoder_hidden_states",
+    "decoder_of",
+    "action_head_rows",
 ]
 
 
@@ -94,7 +96,7 @@ def _unwrap(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def _decoder(model: Any) -> Any:
+def decoder_of(model: Any) -> Any:
     """The decoder stack (``Qwen2Model``/``LlamaModel``-like) that returns last hidden states."""
     base = _unwrap(model)
     get_decoder = getattr(base, "get_decoder", None)
@@ -106,7 +108,7 @@ def _decoder(model: Any) -> Any:
     return dec
 
 
-def _head_rows(model: Any, action_token_ids: Tensor) -> tuple[Tensor, Tensor | None]:
+def action_head_rows(model: Any, action_token_ids: Tensor) -> tuple[Tensor, Tensor | None]:
     """The K rows of the LM head (tied or not) and its bias rows, if any."""
     head = _unwrap(model).get_output_embeddings()
     if head is None:
@@ -132,7 +134,7 @@ def decoder_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor 
     """
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None
-    out = _decoder(model)(
+    out = decoder_of(model)(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=_position_ids(attention_mask),
@@ -165,7 +167,7 @@ def action_logits(
     hidden = decoder_hidden_states(model, input_ids, attention_mask)  # [B, T, H]
     index = positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
     rows = hidden.gather(1, index).float()  # [B, Dmax, H]
-    w, b = _head_rows(model, ids)
+    w, b = action_head_rows(model, ids)
     logits = rows @ w.float().t()
     if b is not None:
         logits = logits + b.float()
