@@ -10,7 +10,10 @@ from ._env import apply_offline_defaults
 
 apply_offline_defaults()
 
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
 from .answers import check_answer, extract_answer  # noqa: E402
+from .cache import GenerationCache  # noqa: E402
 from .defaults import default_pool  # noqa: E402
 from .errors import (  # noqa: E402
     BudgetError,
@@ -30,6 +33,9 @@ from .errors import (  # noqa: E402
     UnknownModelError,
     UnpricedModelError,
 )
+from .eval import RouterSummary, aevaluate, evaluate, summarize  # noqa: E402
+from .judge import FunctionJudge, Judge, JudgeResult, LiteLLMJudge, LocalJudge, judge_from_config  # noqa: E402
+from .pairs import PairConfig, PairSet, PreferencePair  # noqa: E402
 from .pool import Generation, ModelPool, RetryPolicy  # noqa: E402
 from .prompts import PromptTemplate  # noqa: E402
 from .routers import (  # noqa: E402
@@ -45,12 +51,54 @@ from .routers import (  # noqa: E402
     TrimRouter,
     make_router,
 )
+from .rewards import RewardWeights  # noqa: E402
+from .rubric import (  # noqa: E402
+    Criterion,
+    FunctionRubricor,
+    LiteLLMRubricor,
+    LocalRubricor,
+    Rubric,
+    Rubricor,
+    StaticRubricor,
+    rubricor_from_config,
+)
 from .runtime import StepwiseRuntime  # noqa: E402
 from .tasks import load_dataset, load_jsonl  # noqa: E402
 from .trajectories import read_trajectories, write_trajectories  # noqa: E402
 from .types import CallRecord, ModelSpec, Query, SamplingParams, Step, Trajectory, Usage  # noqa: E402
 
+from .train.grpo_config import GRPOConfig, load_grpo_config  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .policy.router import PolicyRouter, PolicyTemplate
+    from .train.grpo import evaluate_router, train_router
+
 __version__ = "0.1.0"
+
+# Names whose modules need torch/transformers (the ``train`` extra): imported on first use, so
+# ``import roro_sdk`` stays light and works on the core install.
+_LAZY = {
+    "PolicyRouter": "roro_sdk.policy.router",
+    "PolicyTemplate": "roro_sdk.policy.router",
+    "train_router": "roro_sdk.train.grpo",
+    "evaluate_router": "roro_sdk.train.grpo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'roro_sdk' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",
@@ -81,6 +129,38 @@ __all__ = [
     "SpecReasonRouter",
     "TrimRouter",
     "make_router",
+    # process rewards: rubrics, Rubricors, Judges, preference pairs
+    "Criterion",
+    "Rubric",
+    "Rubricor",
+    "StaticRubricor",
+    "FunctionRubricor",
+    "LiteLLMRubricor",
+    "LocalRubricor",
+    "rubricor_from_config",
+    "Judge",
+    "JudgeResult",
+    "FunctionJudge",
+    "LiteLLMJudge",
+    "LocalJudge",
+    "judge_from_config",
+    "PreferencePair",
+    "PairConfig",
+    "PairSet",
+    # learned router and its trainer (need the train extra; imported on first use)
+    "PolicyRouter",
+    "PolicyTemplate",
+    "RewardWeights",
+    "GRPOConfig",
+    "load_grpo_config",
+    "train_router",
+    "evaluate_router",
+    # evaluation and the generation cache
+    "evaluate",
+    "aevaluate",
+    "summarize",
+    "RouterSummary",
+    "GenerationCache",
     # answers, datasets, trajectory files
     "extract_answer",
     "check_answer",

@@ -12,7 +12,13 @@ EXPECTED = {
     "RoroError", "ConfigError", "PoolFileError", "UnknownModelError", "MissingAPIKeyError", "UnpricedModelError",
     "BudgetError", "ModelCallError", "TransientModelError", "PermanentModelError", "ModelUnavailableError",
     "RouterError", "LogprobsUnavailableError", "DatasetError", "OutputValidationError", "TrainingConfigError",
+    "Criterion", "Rubric", "Rubricor", "StaticRubricor", "FunctionRubricor", "LiteLLMRubricor", "LocalRubricor",
+    "rubricor_from_config", "Judge", "JudgeResult", "FunctionJudge", "LiteLLMJudge", "LocalJudge", "judge_from_config",
+    "PreferencePair", "PairConfig", "PairSet",
+    "PolicyRouter", "PolicyTemplate", "RewardWeights", "GRPOConfig", "load_grpo_config", "train_router",
+    "evaluate_router", "evaluate", "aevaluate", "summarize", "RouterSummary", "GenerationCache",
 }
+LAZY = {"PolicyRouter", "PolicyTemplate", "train_router", "evaluate_router"}  # need torch: imported on first use
 
 
 def test_all_is_locked():
@@ -34,3 +40,14 @@ def test_import_is_light_and_offline():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1:] == ["False", "False"]
     assert float(out[0]) < 2.0
+
+
+def test_torch_names_load_on_first_use():
+    code = ("import sys, roro_sdk; names = set(dir(roro_sdk)); print('torch' in sys.modules); "
+            "r = roro_sdk.PolicyRouter; print('torch' in sys.modules, r.__module__, set(" + repr(sorted(LAZY)) + ") <= names)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "roro_sdk.policy.router", "True"]
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        roro_sdk.nope  # noqa: B018
