@@ -105,3 +105,23 @@ def test_trained_router_beats_the_baselines_on_the_sim_bench(tmp_path):
     # and the saved router routes the same way through the public spec
     again = evaluate_router(PolicyRouter.load(result["router_dir"]), pool, eval_qs)
     assert again["accuracy"] == pytest.approx(ev["accuracy"])
+
+
+def test_bf16_base_trains_a_float32_adapter(tmp_path):
+    """``dtype: bfloat16`` (the CUDA default) casts the frozen base only: the adapter keeps float32
+    master weights, so small LoRA updates are not rounded away; the update still runs and moves it."""
+    cfg = small_cfg(tmp_path, dtype="bfloat16", updates=1, step_process_weight=1.0)
+    from roro_sdk.train.grpo import _place, _trainable, build_policy
+
+    pool, train_qs, eval_qs = _pool_and_queries(cfg)
+    router = build_policy(cfg, pool.names, train_qs + eval_qs)
+    _place(router, torch.device("cpu"), torch.bfloat16)
+    trainable = _trainable(router)
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
+    frozen = [p for p in router.model.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    result = train_router(cfg)
+    (update,) = result["history"]
+    assert update["zero_adv_groups"] < 1.0 and torch.isfinite(torch.tensor(update["loss"]))
+    saved = PolicyRouter.load(result["router_dir"])
+    assert any(p.abs().sum() > 0 for n, p in saved.model.named_parameters() if "lora_B" in n)

@@ -76,6 +76,25 @@ def _device(cfg: GRPOConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def _dtype(cfg: GRPOConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+
+
+def _place(router: PolicyRouter, device: torch.device, dtype: torch.dtype) -> None:
+    """Move the router to ``device``; the frozen base weights take ``dtype``, while what trains
+    stays float32 (AdamW on bf16 weights would round LoRA-sized updates away). Buffers such as
+    rotary frequencies keep their dtype."""
+    router.model.to(device)
+    if router.head is not None:
+        router.head.to(device)
+    trainable = {id(p) for p in _trainable(router).values()}
+    for p in router.model.parameters():
+        if p.is_floating_point():
+            p.data = p.data.float() if id(p) in trainable else p.data.to(dtype)
+
+
 def _pool_and_queries(cfg: GRPOConfig) -> tuple[ModelPool, list[Query], list[Query]]:
     from ..tasks import load_dataset
 
@@ -278,11 +297,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     rubricor = rubricor or StaticRubricor()
     device = _device(cfg)
     router = build_policy(cfg, pool.names, list(train_qs) + list(eval_qs))
-    router.model.to(device)
-    if router.head is not None:
-        router.head.to(device)
-    if device.type == "cuda":
-        router.model.to(torch.bfloat16)
+    _place(router, device, _dtype(cfg, device))
     params = list(_trainable(router).values())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, history = 0, []

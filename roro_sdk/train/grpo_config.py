@@ -66,6 +66,9 @@ class GRPOConfig(BaseModel):
     checkpoint_every: int = Field(5, ge=1)
     resume: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the frozen base's dtype (auto: bfloat16 on CUDA, float32 on CPU); the LoRA adapter and "
+                            "the optional head always train in float32")
 
     @model_validator(mode="after")
     def _check(self) -> GRPOConfig:
