@@ -30,7 +30,8 @@ from grpo_throughput import SHAPES, policy_module  # noqa: E402
 
 VARIANTS = {  # name -> (FusedLoRARouter options, r); "peft" is the stock transformers + peft layer
     "fused": ({}, 16),
-    "fused+swiglu": ({"swiglu_in_op": False}, 16),
+    "fused+swiglu": ({"swiglu": "graph"}, 16),
+    "fused+swigluk": ({"swiglu": "op-compiled"}, 16),
     "fused+nobuf": ({"stored_weights": False}, 16),
     "nolora": ({}, 0),
 }
@@ -119,7 +120,7 @@ def main() -> None:
     p.add_argument("--shape", choices=sorted(SHAPES), default="1.5b")
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--variants", default="peft,fused,fused+swiglu,fused+nobuf,nolora")
+    p.add_argument("--variants", default="peft,fused,fused+swiglu,fused+swigluk,fused+nobuf,nolora")
     p.add_argument("--compile", action="store_true", help="also count each fused variant's compiled layer")
     p.add_argument("--out", default=None)
     args = p.parse_args()

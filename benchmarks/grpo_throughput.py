@@ -15,7 +15,8 @@ or a hang loses only that variant; memory is measured per process):
                             nobuf (fused path: concatenate W per call instead of keeping it in a
                             storage with room for the adapter; the path measured before that),
                             swiglu (fused path: SwiGLU element-wise work outside the custom op,
-                            for torch.compile to fuse), fn (autograd.Function instead of custom ops)
+                            for torch.compile to fuse), swigluk (inside the op, as small compiled
+                            kernels), fn (autograd.Function instead of custom ops)
 
 MFU counts useful FLOPs only: 4 x non-embedding params x tokens (forward + input gradient of a
 frozen base; LoRA, attention and recompute are not counted), against a bf16 matmul peak measured
@@ -137,9 +138,9 @@ def parse_variant(spec: str) -> dict:
     if impl not in ("peft", "fused", "nolora"):
         raise ValueError(f"unknown implementation {impl!r} in variant {spec!r}")
     out = {"impl": impl, "compile": False, "perdec": False, "ckpt": 0, "nocat": False, "fn": False,
-           "nobuf": False, "swiglu": False}
+           "nobuf": False, "swiglu": False, "swigluk": False}
     for f in flags:
-        if f in ("compile", "perdec", "nocat", "fn", "nobuf", "swiglu"):
+        if f in ("compile", "perdec", "nocat", "fn", "nobuf", "swiglu", "swigluk"):
             out[f] = True
         elif f.startswith("ckpt") and f[4:].isdigit():
             out["ckpt"] = int(f[4:])
@@ -179,7 +180,7 @@ def build_router(spec: dict, args, device, dtype):
         router = FusedLoRARouter(
             model, r=r, alpha=args.alpha, checkpoint_layers=spec["ckpt"], require_input_grad=r == 0,
             backend="function" if spec["fn"] else "op",
-            stored_weights=not (spec["nobuf"] or spec["nocat"]), swiglu_in_op=not spec["swiglu"],
+            stored_weights=not (spec["nobuf"] or spec["nocat"]), swiglu="graph" if spec["swiglu"] else "op-compiled" if spec["swigluk"] else "op",
         )
         if spec["nocat"]:
             for m in router.modules():

@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-benchmarks/results}
 BUDGET=${BUDGET:-320}
 PY=${PY:-python3}
-VARIANTS=${VARIANTS:-fused+compile,fused+compile+swiglu,fused+compile+nobuf,nolora+compile,fused,peft,fused+compile+swiglu+ckpt4,fused+perdec,peft+compile}
+VARIANTS=${VARIANTS:-fused+compile+swigluk,fused+compile+swiglu,fused+compile,fused+compile+nobuf,nolora+compile,fused,peft,fused+compile+swiglu+ckpt4,fused+perdec,peft+compile}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv | tee "$OUT/nvidia_smi.txt"
 $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
@@ -25,5 +25,5 @@ PYEOF
 fi
 timeout $((BUDGET + 40)) $PY benchmarks/grpo_throughput.py --shape "${SHAPE:-1.5b}" --seq-len "${SEQ:-1024}" --group-size 8 \
   --steps "${STEPS:-8}" --warmup 2 --perdec-steps 2 --variants "$VARIANTS" --time-budget "$BUDGET" --out "$OUT" \
-  --profile "${PROFILE:-fused+compile,fused+compile+swiglu}" \
+  --profile "${PROFILE:-fused+compile+swigluk,fused+compile+swiglu}" \
   2>&1 | tee "$OUT/grpo_throughput_gpu.log"

@@ -159,12 +159,13 @@ def test_grpo_loss_math():
     assert grpo_policy_loss(new2, old2, None, torch.tensor([1.0])).kl.item() == 0.0
 
 
-FUSED_OPTIONS = [  # (backend, stored_weights, swiglu_in_op)
-    ("op", True, True),
-    ("op", False, True),
-    ("op", True, False),
-    ("function", True, True),
-    ("function", False, False),
+FUSED_OPTIONS = [  # (backend, stored_weights, swiglu)
+    ("op", True, "op"),
+    ("op", False, "op"),
+    ("op", True, "graph"),
+    ("op", True, "op-compiled"),
+    ("function", True, "op"),
+    ("function", False, "graph"),
 ]
 
 
@@ -172,7 +173,7 @@ FUSED_OPTIONS = [  # (backend, stored_weights, swiglu_in_op)
 @pytest.mark.parametrize("left_pad", [False, True])
 def test_fused_lora_matches_peft(left_pad, options):
     """The fused LoRA router gives peft's scores and peft's adapter gradients, on every path."""
-    backend, stored, swiglu_in_op = options
+    backend, stored, swiglu = options
     peft_model = with_lora(tiny_qwen2(tie=False))
     ids, mask, positions = batch(left_pad=left_pad)
     ref_loss = _grpo_step_loss(peft_model, ids, mask, positions).loss
@@ -187,7 +188,7 @@ def test_fused_lora_matches_peft(left_pad, options):
     with torch.no_grad():
         ref_scores = action_logits(peft_model, ids, mask, positions, ACTIONS).logits
 
-    fused = FusedLoRARouter(peft_model, backend=backend, stored_weights=stored, swiglu_in_op=swiglu_in_op)
+    fused = FusedLoRARouter(peft_model, backend=backend, stored_weights=stored, swiglu=swiglu)
     with torch.no_grad():
         scores = action_logits(fused, ids, mask, positions, ACTIONS).logits
         per_dec = action_logits_per_decision(fused, ids, mask, positions, ACTIONS).logits
@@ -276,8 +277,8 @@ def test_fused_fresh_adapter_starts_at_base_and_checkpointing_matches():
 @pytest.mark.skipif(os.environ.get("RORO_COMPILE_TESTS") != "1", reason="slow (torch.compile): set RORO_COMPILE_TESTS=1")
 @pytest.mark.parametrize(
     "options",
-    [{}, {"stored_weights": False}, {"swiglu_in_op": False}],
-    ids=["default", "nobuf", "swiglu-compiled"],
+    [{}, {"stored_weights": False}, {"swiglu": "graph"}, {"swiglu": "op-compiled"}],
+    ids=["default", "nobuf", "swiglu-graph", "swiglu-op-compiled"],
 )
 def test_fused_lora_under_torch_compile_matches_eager(options):
     """Compiled layers give the eager scores and adapter gradients (on CUDA when there is one).
@@ -300,6 +301,13 @@ def test_fused_lora_under_torch_compile_matches_eager(options):
             loss.backward()
             losses.append(loss.detach())
         results.append((losses, [p.grad.clone() for p in fused.lora_parameters()]))
+    if options.get("swiglu") == "op-compiled":  # the element-wise chains really run as compiled kernels
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            _grpo_step_loss(fused, ids, mask, positions).loss.backward()
+        eager_ops = {e.key for e in prof.key_averages()} & {"aten::silu", "aten::sigmoid"}
+        assert not eager_ops, eager_ops
     (eager_losses, eager_grads), (comp_losses, comp_grads) = results
     assert torch.allclose(comp_losses[1], eager_losses[1], atol=1e-4)
     assert len(comp_grads) == len(eager_grads)

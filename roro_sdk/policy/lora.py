@@ -23,8 +23,9 @@ Measured (H100, 1.5B-shaped router, 8 x 1024 tokens, r=16; docs/benchmarks/grpo_
 before the weight storage (``stored_weights=False`` reproduces that path): eager 24.8% MFU at
 16.9 GB against peft's 17% at 34.7 GB; with ``compile_layers()`` 32.5% at 16.9 GB. The custom
 ops are opaque to inductor, so the SwiGLU element-wise work inside them runs unfused:
-``swiglu_in_op=False`` hands it to the compiler (at the cost of saving or recomputing ``h``).
-The storage and that option are not yet measured on a GPU (benchmark flags ``nobuf``/``swiglu``).
+``swiglu="graph"`` hands it to the layer's compiler (which then saves ``h`` too), and
+``swiglu="op-compiled"`` keeps it in the op as small compiled kernels. The storage and both
+options are not yet measured on a GPU (benchmark flags ``nobuf``, ``swiglu``, ``swigluk``).
 
 The base weights are shared with the transformers model (its q/k/v and gate/up weights become
 views of the fused ones), so building this costs no extra memory and the original model keeps
@@ -91,14 +92,33 @@ def _swiglu(gu: Tensor) -> Tensor:
     return F.silu(g) * u
 
 
-def _swiglu_down_backward_math(dy, gu, xa, w, a, b, cat_out: bool, stored: bool):
-    """Backward of ``down(silu(g) * u)``: recomputes ``h`` from ``[g | u]`` (no matmul recomputed)."""
+def _swiglu_grad(dh: Tensor, gu: Tensor) -> Tensor:
+    """``[dg | du]`` of ``h = silu(g) * u`` given ``dh``."""
     g, u = gu.chunk(2, -1)
     sig = torch.sigmoid(g)
-    silu = g * sig
-    dh, da, db = _lora_backward(dy.contiguous(), silu * u, xa, w, a, b, cat_out, stored, True)
-    dg = dh * u * (sig * (1 + g * (1 - sig)))
-    return torch.cat([dg, dh * silu], -1), da, db
+    return torch.cat([dh * u * (sig * (1 + g * (1 - sig))), dh * (g * sig)], -1)
+
+
+_COMPILED_POINTWISE: dict[Any, Any] = {}
+
+
+def _pointwise(fn, compiled: bool):
+    """``fn``, or a ``torch.compile``d copy of it: inside the opaque fused op the outer compiler
+    cannot fuse these element-wise chains (about ten passes over ``8192 x 8960`` in backward), a
+    compiled helper does (one pass in, one out), while the op still saves only ``[g | u]``."""
+    if not compiled:
+        return fn
+    out = _COMPILED_POINTWISE.get(fn)
+    if out is None:
+        out = _COMPILED_POINTWISE[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+    return out
+
+
+def _swiglu_down_backward_math(dy, gu, xa, w, a, b, cat_out: bool, stored: bool, compiled: bool = False):
+    """Backward of ``down(silu(g) * u)``: recomputes ``h`` from ``[g | u]`` (no matmul recomputed)."""
+    h = _pointwise(_swiglu, compiled)(gu)
+    dh, da, db = _lora_backward(dy.contiguous(), h, xa, w, a, b, cat_out, stored, True)
+    return _pointwise(_swiglu_grad, compiled)(dh, gu), da, db
 
 
 class _LoRALinearFn(torch.autograd.Function):
@@ -203,41 +223,45 @@ def _lora_linear_backward(ctx, dy, _dxa):
 _lora_linear_op.register_autograd(_lora_linear_backward, setup_context=_lora_linear_setup)
 
 
-@torch.library.custom_op("roro::swiglu_down", mutates_args=(), schema=_FWD_SCHEMA.replace("Tensor x", "Tensor gu"))
-def _swiglu_down_op(gu, w, bias, a, b, cat_in, cat_out, stored):
-    return _lora_forward(_swiglu(gu), w, bias, a, b, cat_in, cat_out, stored)
+@torch.library.custom_op(
+    "roro::swiglu_down",
+    mutates_args=(),
+    schema=_FWD_SCHEMA.replace("Tensor x", "Tensor gu").replace("bool stored)", "bool stored, bool compiled)"),
+)
+def _swiglu_down_op(gu, w, bias, a, b, cat_in, cat_out, stored, compiled):
+    return _lora_forward(_pointwise(_swiglu, compiled)(gu), w, bias, a, b, cat_in, cat_out, stored)
 
 
 @_swiglu_down_op.register_fake
-def _(gu, w, bias, a, b, cat_in, cat_out, stored):
+def _(gu, w, bias, a, b, cat_in, cat_out, stored, compiled):
     return gu.new_empty(gu.shape[0], b.shape[0]), gu.new_empty(gu.shape[0], a.shape[0])
 
 
 @torch.library.custom_op(
     "roro::swiglu_down_bwd",
     mutates_args=(),
-    schema="(Tensor dy, Tensor gu, Tensor xa, Tensor w, Tensor a, Tensor b, bool cat_out, bool stored)"
+    schema="(Tensor dy, Tensor gu, Tensor xa, Tensor w, Tensor a, Tensor b, bool cat_out, bool stored, bool compiled)"
     " -> (Tensor, Tensor, Tensor)",
 )
-def _swiglu_down_bwd_op(dy, gu, xa, w, a, b, cat_out, stored):
-    return _swiglu_down_backward_math(dy, gu, xa, w, a, b, cat_out, stored)
+def _swiglu_down_bwd_op(dy, gu, xa, w, a, b, cat_out, stored, compiled):
+    return _swiglu_down_backward_math(dy, gu, xa, w, a, b, cat_out, stored, compiled)
 
 
 @_swiglu_down_bwd_op.register_fake
-def _(dy, gu, xa, w, a, b, cat_out, stored):
+def _(dy, gu, xa, w, a, b, cat_out, stored, compiled):
     return gu.new_empty(gu.shape), a.new_empty(a.shape), b.new_empty(b.shape)
 
 
 def _swiglu_down_setup(ctx, inputs, output):
-    gu, w, _bias, a, b, _cat_in, cat_out, stored = inputs
+    gu, w, _bias, a, b, _cat_in, cat_out, stored, compiled = inputs
     ctx.save_for_backward(gu, output[1], w, a, b)
-    ctx.cat_out, ctx.stored = cat_out, stored
+    ctx.cat_out, ctx.stored, ctx.compiled = cat_out, stored, compiled
 
 
 def _swiglu_down_backward(ctx, dy, _dxa):
     gu, xa, w, a, b = ctx.saved_tensors
-    dgu, da, db = _swiglu_down_bwd_op(dy, gu, xa, w, a, b, ctx.cat_out, ctx.stored)
-    return dgu, None, None, da, db, None, None, None
+    dgu, da, db = _swiglu_down_bwd_op(dy, gu, xa, w, a, b, ctx.cat_out, ctx.stored, ctx.compiled)
+    return dgu, None, None, da, db, None, None, None, None
 
 
 _swiglu_down_op.register_autograd(_swiglu_down_backward, setup_context=_swiglu_down_setup)
@@ -249,10 +273,11 @@ def _lora_linear(x, w, bias, a, b, cat_in: bool, cat_out: bool, stored: bool, ba
     return _lora_linear_op(x, w, bias, a, b, cat_in, cat_out, stored)[0]
 
 
-def _swiglu_down(gu, w, bias, a, b, cat_in: bool, cat_out: bool, stored: bool, backend: str) -> Tensor:
+def _swiglu_down(gu, w, bias, a, b, cat_in: bool, cat_out: bool, stored: bool, backend: str,
+                 compiled: bool = False) -> Tensor:
     if backend == "function":
         return _SwiGLUDownFn.apply(gu, w, bias, a, b, cat_in, cat_out, stored)
-    return _swiglu_down_op(gu, w, bias, a, b, cat_in, cat_out, stored)[0]
+    return _swiglu_down_op(gu, w, bias, a, b, cat_in, cat_out, stored, compiled)[0]
 
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -428,7 +453,7 @@ class _FusedLayer(nn.Module):
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.native_gqa = native_gqa
-        self.swiglu_in_op = options["swiglu_in_op"]
+        self.swiglu = options["swiglu"]
         self.eps = float(layer.input_layernorm.variance_epsilon)
         self.register_buffer("ln1", layer.input_layernorm.weight.detach(), persistent=False)
         self.register_buffer("ln2", layer.post_attention_layernorm.weight.detach(), persistent=False)
@@ -470,11 +495,12 @@ class _FusedLayer(nn.Module):
     def _mlp(self, x: Tensor) -> Tensor:
         gu = self.gate_up(x)
         d = self.down
-        if not d.r or not self.swiglu_in_op:  # element-wise SwiGLU left to the compiler to fuse
+        if not d.r or self.swiglu == "graph":  # element-wise SwiGLU left to the caller's compiler to fuse
             return d(_swiglu(gu))
         a, b = d.lora_weights(x.dtype)
         gu2 = gu.reshape(-1, gu.shape[-1])
-        y = _swiglu_down(gu2, d.storage, d.bias, a, b, d.cat_in, d.cat_out, d.stored, d.backend)
+        compiled = self.swiglu == "op-compiled"
+        y = _swiglu_down(gu2, d.storage, d.bias, a, b, d.cat_in, d.cat_out, d.stored, d.backend, compiled)
         return y.view(*x.shape[:-1], y.shape[-1])
 
     def forward(self, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -500,8 +526,11 @@ class FusedLoRARouter(nn.Module):
     ops; required under torch.compile) or ``"function"`` (autograd.Function; eager only).
     ``stored_weights``: keep each base weight in a storage with room for the adapter, so the
     concatenated GEMMs need no per-call copy of ``W`` (see :class:`FusedLoRALinear`; the forward
-    syncs the adapter in). ``swiglu_in_op``: run the SwiGLU element-wise work inside the fused
-    down-projection op (saves only ``[g | u]``); ``False`` leaves it to ``torch.compile`` to fuse.
+    syncs the adapter in). ``swiglu``: where the SwiGLU element-wise work runs. ``"op"``: inside
+    the fused down-projection op, which saves only ``[g | u]`` and recomputes ``h`` (eager
+    element-wise ops); ``"op-compiled"``: the same, with the element-wise chains as small
+    ``torch.compile``d kernels; ``"graph"``: outside the op, for a compiled layer to fuse (the
+    layer then saves ``h`` as well: about 4 GB more on a 1.5B router at 8 x 1024 tokens).
     """
 
     def __init__(
@@ -514,12 +543,16 @@ class FusedLoRARouter(nn.Module):
         require_input_grad: bool = False,
         backend: str = "op",
         stored_weights: bool = True,
-        swiglu_in_op: bool = True,
+        swiglu: str = "op",
     ):
         super().__init__()
         if backend not in ("op", "function"):
             raise ValueError(f"backend must be 'op' or 'function', got {backend!r}")
-        options = {"backend": backend, "stored": stored_weights, "swiglu_in_op": swiglu_in_op}
+        if swiglu not in ("op", "op-compiled", "graph"):
+            raise ValueError(f"swiglu must be 'op', 'op-compiled' or 'graph', got {swiglu!r}")
+        if swiglu == "op-compiled" and backend != "op":
+            raise ValueError("swiglu='op-compiled' needs backend='op'")
+        options = {"backend": backend, "stored": stored_weights, "swiglu": swiglu}
         adapter = getattr(model, "active_adapter", None) if hasattr(model, "peft_config") else None
         causal = model.get_base_model() if adapter is not None else model
         if adapter is not None:
