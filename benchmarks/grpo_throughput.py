@@ -146,6 +146,8 @@ def parse_variant(spec: str) -> dict:
             out["ckpt"] = int(f[4:])
         else:
             raise ValueError(f"unknown flag {f!r} in variant {spec!r}")
+    if out["swiglu"] and out["swigluk"]:
+        raise ValueError(f"variant {spec!r}: pick one of the flags swiglu and swigluk")
     return out
 
 
@@ -300,7 +302,7 @@ def run_variant(name: str, args) -> dict:
         times.append(time.perf_counter() - t)
     times.sort()
     step_s = times[len(times) // 2]
-    profile = profile_step(step, device) if name in args.profile.split(",") else None
+
     processed = G * int((positions[0] + 1).sum()) if spec["perdec"] else G * T
     flops = 4 * n_nonembed * processed
     res = {
@@ -310,8 +312,6 @@ def run_variant(name: str, args) -> dict:
         "loss_finite": bool(torch.isfinite(torch.tensor(float(loss)))), "n_nonembed": n_nonembed,
         "decisions_per_seq": D, "processed_tokens_per_step": processed, **grad_check,
     }
-    if profile is not None:
-        res["profile_top"] = profile
     if params:
         norm = grad_check.get("lora_grad_norm", 0.0)
         res["grad_ok"] = grad_check.get("lora_grads_missing", 1) == 0 and 0 < norm < float("inf")
@@ -320,6 +320,8 @@ def run_variant(name: str, args) -> dict:
         res["peak_mem_gb_incl_warmup"] = max(peak_warm, res["peak_mem_gb"])
     else:
         res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if name in args.profile.split(","):  # after the memory readings: the profiler allocates too
+        res["profile_top"] = profile_step(step, device)
     return res
 
 

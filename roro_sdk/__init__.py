@@ -76,7 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __version__ = "0.1.0"
 
 # Names whose modules need torch/transformers (the ``train`` extra): imported on first use, so
-# ``import roro_sdk`` stays light and works on the core install.
+# ``import roro_sdk`` stays light and works on the core install. They are public but kept out of
+# ``__all__``, so ``from roro_sdk import *`` works without torch too.
 _LAZY = {
     "PolicyRouter": "roro_sdk.policy.router",
     "PolicyTemplate": "roro_sdk.policy.router",
@@ -91,7 +92,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'roro_sdk' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise ImportError(f"roro_sdk.{name} needs the train extra ({e.name or e}): pip install 'roro-sdk[train]'") from e
     globals()[name] = value
     return value
 
@@ -147,14 +151,11 @@ __all__ = [
     "PreferencePair",
     "PairConfig",
     "PairSet",
-    # learned router and its trainer (need the train extra; imported on first use)
-    "PolicyRouter",
-    "PolicyTemplate",
+    # the router trainer's config (PolicyRouter, PolicyTemplate, train_router and evaluate_router
+    # need the train extra: see _LAZY)
     "RewardWeights",
     "GRPOConfig",
     "load_grpo_config",
-    "train_router",
-    "evaluate_router",
     # evaluation and the generation cache
     "evaluate",
     "aevaluate",

@@ -231,7 +231,8 @@ def test_fused_weight_storage_is_shared_and_follows_optimizer_steps():
         assert linear.weight.untyped_storage().data_ptr() == fused_linear.storage.untyped_storage().data_ptr()
     with torch.no_grad():  # B = 0: the base model still gives its own scores through the views
         assert (action_logits(base, ids, mask, positions, ACTIONS).logits - want_base).abs().max() < 1e-5
-    opts = [torch.optim.AdamW(m.lora_parameters(), lr=1e-2) for m in (fused, plain)]
+    # fused AdamW updates parameters without bumping their version counters: the storage must follow
+    opts = [torch.optim.AdamW(m.lora_parameters(), lr=1e-2, fused=True) for m in (fused, plain)]
     for _ in range(3):
         losses = []
         for model, opt in zip((fused, plain), opts):
@@ -248,6 +249,30 @@ def test_fused_weight_storage_is_shared_and_follows_optimizer_steps():
     # two forwards before one backward (nothing changed in between): the storage is not rewritten
     loss = _grpo_step_loss(fused, ids, mask, positions).loss + _grpo_step_loss(fused, ids, mask, positions).loss
     loss.backward()
+
+
+@pytest.mark.parametrize("shape", [(32, 8), (8, 32)], ids=["wide-out", "narrow-out"])
+def test_standalone_fused_linear_matches_the_unstored_path(shape):
+    """A FusedLoRALinear used on its own (no router around it) syncs its storage itself."""
+    from roro_sdk.policy.lora import FusedLoRALinear
+
+    torch.manual_seed(0)
+    out_f, in_f = shape
+    weight = torch.randn(out_f, in_f)
+    stored = FusedLoRALinear(weight, None, [out_f], r=4, alpha=8)
+    plain = FusedLoRALinear(weight, None, [out_f], r=4, alpha=8, stored=False)
+    assert stored.stored and not plain.stored
+    with torch.no_grad():
+        stored.lora_B.normal_()
+        plain.load_state_dict(stored.state_dict())
+    results = []
+    for m in (stored, plain):
+        x = torch.randn(6, in_f, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y = m(x)
+        y.pow(2).sum().backward()
+        results.append((y.detach(), x.grad, m.lora_A.grad, m.lora_B.grad))
+    for got, want in zip(*results):
+        assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_fused_fresh_adapter_starts_at_base_and_checkpointing_matches():

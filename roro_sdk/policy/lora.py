@@ -304,10 +304,11 @@ class FusedLoRALinear(nn.Module):
     ``stored=True`` (the default with an adapter) keeps ``W`` inside a slightly larger *storage*
     with room for the adapter (``[W | sB]`` or ``[W ; A]``, see ``_base_weight``), so the
     concatenated GEMMs read it in place instead of copying ``W`` on every call. ``weight`` is then
-    a view of it. :meth:`sync_storage` copies the adapter in; the router calls it before each
-    forward, and it copies only when the adapter's tensors changed (their autograd version counter),
-    so in-place updates (optimizers, ``copy_`` under ``no_grad``) are seen, writes through
-    ``.data`` are not.
+    a view of it. :meth:`sync_storage` copies the adapter in (an adapter-sized copy): this module
+    does so on every eager call, the router before every forward (compiled layers cannot). It
+    syncs unconditionally because fused optimizers (``AdamW(fused=True)``) update parameters
+    without bumping their version counters. The copy bypasses autograd's version check, so a graph
+    built before an optimizer step must not be backpropagated after it (no training loop does).
     """
 
     def __init__(
@@ -337,13 +338,13 @@ class FusedLoRALinear(nn.Module):
             weight = storage
         self.register_buffer("storage", weight, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
-        self._synced: tuple | None = None
         if r:
             a = torch.empty(len(splits) * r, in_features, device=weight.device, dtype=torch.float32)
             for chunk in a.split(r):  # peft's default init: kaiming-uniform A, zero B
                 nn.init.kaiming_uniform_(chunk, a=math.sqrt(5))
             self.lora_A = nn.Parameter(a)
             self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=weight.device, dtype=torch.float32))
+            self.sync_storage()
 
     @property
     def weight(self) -> Tensor:
@@ -359,24 +360,24 @@ class FusedLoRALinear(nn.Module):
 
     @torch.no_grad()
     def sync_storage(self) -> None:
-        """Copy the current adapter into the storage (a no-op when it has not changed)."""
+        """Copy the current adapter into the storage (no-op without one)."""
         if not self.stored:
             return
-        key = (self.lora_A._version, self.lora_B._version, id(self.lora_A), id(self.lora_B), self.scaling)
-        if key == self._synced:
-            return
         a, b = self.lora_weights(self.storage.dtype)
+        # through .data: the storage is saved for backward; a tracked in-place write would make a
+        # forward-forward-backward sequence fail the version check although nothing changed
         if self.cat_out:
-            self.storage[:, self.in_features :].copy_(b)
+            self.storage.data[:, self.in_features :].copy_(b)
         else:
-            self.storage[self.out_features :].copy_(a)
-        self._synced = key
+            self.storage.data[self.out_features :].copy_(a)
 
     def forward(self, x: Tensor) -> Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         if not self.r:
             y = F.linear(x2, self.storage, self.bias)
         else:
+            if not torch.compiler.is_compiling():  # compiled callers sync before the graph runs
+                self.sync_storage()
             a, b = self.lora_weights(x.dtype)
             y = _lora_linear(x2, self.storage, self.bias, a, b, self.cat_in, self.cat_out, self.stored, self.backend)
         return y.view(*x.shape[:-1], y.shape[-1])
@@ -398,7 +399,9 @@ def _gather(linears: list[nn.Module]) -> tuple[Tensor, Tensor | None, list[int]]
 
 
 def _share(linears: list[nn.Module], fused: FusedLoRALinear) -> None:
-    """Make the original linears' weights views of the fused ones: the two models share memory."""
+    """Make the original linears' weights views of the fused ones: the two models share memory.
+    With a weight storage those views are strided (not contiguous): the original model still runs,
+    but saving it needs contiguous copies (``save_pretrained`` refuses strided views)."""
     start = 0
     for m, n in zip([_base(m) for m in linears], fused.splits):
         m.weight.data = fused.weight[start : start + n]
@@ -418,6 +421,7 @@ def _copy_peft_adapter(fused: FusedLoRALinear, linears: list[nn.Module], adapter
         fused.lora_A.copy_(torch.cat(a, 0))
         fused.lora_B.copy_(torch.cat(b, 0))
     fused.scaling = scalings.pop()
+    fused.sync_storage()
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -497,6 +501,8 @@ class _FusedLayer(nn.Module):
         d = self.down
         if not d.r or self.swiglu == "graph":  # element-wise SwiGLU left to the caller's compiler to fuse
             return d(_swiglu(gu))
+        if not torch.compiler.is_compiling():
+            d.sync_storage()
         a, b = d.lora_weights(x.dtype)
         gu2 = gu.reshape(-1, gu.shape[-1])
         compiled = self.swiglu == "op-compiled"
@@ -526,7 +532,9 @@ class FusedLoRARouter(nn.Module):
     ops; required under torch.compile) or ``"function"`` (autograd.Function; eager only).
     ``stored_weights``: keep each base weight in a storage with room for the adapter, so the
     concatenated GEMMs need no per-call copy of ``W`` (see :class:`FusedLoRALinear`; the forward
-    syncs the adapter in). ``swiglu``: where the SwiGLU element-wise work runs. ``"op"``: inside
+    syncs the adapter in). The original model's linears become views of the fused weights (no
+    extra memory); with a storage these views are strided, so save the original model from a
+    fresh load (or ``stored_weights=False``), not from the shared one. ``swiglu``: where the SwiGLU element-wise work runs. ``"op"``: inside
     the fused down-projection op, which saves only ``[g | u]`` and recomputes ``h`` (eager
     element-wise ops); ``"op-compiled"``: the same, with the element-wise chains as small
     ``torch.compile``d kernels; ``"graph"``: outside the op, for a compiled layer to fuse (the
