@@ -151,6 +151,17 @@ def tokenizer_corpus(trajectories: Sequence[Trajectory], library: Sequence[Crite
     return texts
 
 
+def _scored(qids: Sequence[str], rubrics: Sequence[Rubric | None], chosen_pairs: dict[str, list[PreferencePair]]):
+    """``(rubric, its rendering, trajectory id)`` for every trajectory a rubric's reward reads."""
+    for q, r in zip(qids, rubrics):
+        if r is None:
+            continue
+        key_r = r.render()
+        for p in chosen_pairs[q]:
+            for t in (p.chosen_id, p.rejected_id):
+                yield r, key_r, t
+
+
 class AlternatingTrainer:
     """Alternating Judge/Rubricor training on preference pairs (see the module docstring).
 
@@ -271,15 +282,11 @@ class AlternatingTrainer:
             # Each criterion is scored on its own: cache P(met) per (criterion, trajectory), so a
             # rubric's score is arithmetic over the cache (the Judge is frozen in this phase).
             missing: dict[str, dict[str, Criterion]] = defaultdict(dict)
-            for q, r in zip(qids, rubrics):
-                if r is None:
-                    continue
-                for p in chosen_pairs[q]:
-                    for t in (p.chosen_id, p.rejected_id):
-                        for c in r.criteria:
-                            ck = f"{c.kind}|{c.text}"
-                            if (ck, t) not in cache:
-                                missing[t][ck] = c
+            for r, _, t in _scored(qids, rubrics, chosen_pairs):
+                for c in r.criteria:
+                    ck = f"{c.kind}|{c.text}"
+                    if (ck, t) not in cache:
+                        missing[t][ck] = c
             if missing:
                 import torch
 
@@ -291,25 +298,15 @@ class AlternatingTrainer:
                 for t, o in zip(tids, outs):
                     for ck, pv in zip(missing[t], o["p"]):
                         cache[(ck, t)] = float(pv)
-            for q, r in zip(qids, rubrics):
-                if r is None:
-                    continue
-                key_r = r.render()
-                for p in chosen_pairs[q]:
-                    for t in (p.chosen_id, p.rejected_id):
-                        if (key_r, t) not in cache:
-                            cache[(key_r, t)] = r.aggregate([cache[(f"{c.kind}|{c.text}", t)] for c in r.criteria],
-                                                            hard_gate=self.judge.hard_gate)
+            for r, key_r, t in _scored(qids, rubrics, chosen_pairs):
+                if (key_r, t) not in cache:
+                    cache[(key_r, t)] = r.aggregate([cache[(f"{c.kind}|{c.text}", t)] for c in r.criteria],
+                                                    hard_gate=self.judge.hard_gate)
         need: list[tuple[str, Rubric, Trajectory]] = []
-        for q, r in zip(qids, rubrics):
-            if r is None:
-                continue
-            key_r = r.render()
-            for p in chosen_pairs[q]:
-                for t in (p.chosen_id, p.rejected_id):
-                    if (key_r, t) not in cache:
-                        cache[(key_r, t)] = None
-                        need.append((key_r, r, self.data.trajectories[t]))
+        for r, key_r, t in _scored(qids, rubrics, chosen_pairs):
+            if (key_r, t) not in cache:
+                cache[(key_r, t)] = None
+                need.append((key_r, r, self.data.trajectories[t]))
         if need:
             scores = self._score([(r, t) for _, r, t in need])
             for (k, _, t), s in zip(need, scores):
