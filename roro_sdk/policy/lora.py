@@ -304,9 +304,10 @@ class FusedLoRALinear(nn.Module):
     ``stored=True`` (the default with an adapter) keeps ``W`` inside a slightly larger *storage*
     with room for the adapter (``[W | sB]`` or ``[W ; A]``, see ``_base_weight``), so the
     concatenated GEMMs read it in place instead of copying ``W`` on every call. ``weight`` is then
-    a view of it. :meth:`sync_storage` copies the adapter in (an adapter-sized copy): this module
-    does so on every eager call, the router before every forward (compiled layers cannot). It
-    syncs unconditionally because fused optimizers (``AdamW(fused=True)``) update parameters
+    a view of it. :meth:`sync_storage` copies the adapter in (an adapter-sized copy): on every eager
+    call while ``sync_on_call`` is true (a standalone module), else by the owner before it runs the
+    module (the router, once per forward: compiled layers cannot write a buffer). It syncs
+    unconditionally because fused optimizers (``AdamW(fused=True)``) update parameters
     without bumping their version counters. The copy bypasses autograd's version check, so a graph
     built before an optimizer step must not be backpropagated after it (no training loop does).
     """
@@ -329,14 +330,15 @@ class FusedLoRALinear(nn.Module):
         self.cat_in = in_features < out_features
         self.cat_out = 2 * in_features <= 3 * out_features
         self.stored = bool(r) and stored
+        self.sync_on_call = True
         weight = weight.detach()
         if self.stored:
             extra = len(splits) * r
             shape = (out_features, in_features + extra) if self.cat_out else (out_features + extra, in_features)
-            storage = weight.new_zeros(shape)
-            storage[:, :in_features].copy_(weight) if self.cat_out else storage[:out_features].copy_(weight)
-            weight = storage
-        self.register_buffer("storage", weight, persistent=False)
+            self.register_buffer("storage", weight.new_zeros(shape), persistent=False)
+            self.weight.copy_(weight)
+        else:
+            self.register_buffer("storage", weight, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
         if r:
             a = torch.empty(len(splits) * r, in_features, device=weight.device, dtype=torch.float32)
@@ -376,7 +378,7 @@ class FusedLoRALinear(nn.Module):
         if not self.r:
             y = F.linear(x2, self.storage, self.bias)
         else:
-            if not torch.compiler.is_compiling():  # compiled callers sync before the graph runs
+            if self.sync_on_call and not torch.compiler.is_compiling():
                 self.sync_storage()
             a, b = self.lora_weights(x.dtype)
             y = _lora_linear(x2, self.storage, self.bias, a, b, self.cat_in, self.cat_out, self.stored, self.backend)
@@ -469,6 +471,7 @@ class _FusedLayer(nn.Module):
             ("down", [mlp.down_proj]),
         ):
             fused = FusedLoRALinear(*_gather(linears), r, alpha, **kw)
+            fused.sync_on_call = False  # the router syncs every linear once per forward
             _share(linears, fused)
             setattr(self, name, fused)
 
@@ -501,8 +504,6 @@ class _FusedLayer(nn.Module):
         d = self.down
         if not d.r or self.swiglu == "graph":  # element-wise SwiGLU left to the caller's compiler to fuse
             return d(_swiglu(gu))
-        if not torch.compiler.is_compiling():
-            d.sync_storage()
         a, b = d.lora_weights(x.dtype)
         gu2 = gu.reshape(-1, gu.shape[-1])
         compiled = self.swiglu == "op-compiled"
@@ -534,9 +535,9 @@ class FusedLoRARouter(nn.Module):
     concatenated GEMMs need no per-call copy of ``W`` (see :class:`FusedLoRALinear`; the forward
     syncs the adapter in). The original model's linears become views of the fused weights (no
     extra memory); with a storage these views are strided, so save the original model from a
-    fresh load (or ``stored_weights=False``), not from the shared one. ``swiglu``: where the SwiGLU element-wise work runs. ``"op"``: inside
-    the fused down-projection op, which saves only ``[g | u]`` and recomputes ``h`` (eager
-    element-wise ops); ``"op-compiled"``: the same, with the element-wise chains as small
+    fresh load (or ``stored_weights=False``), not from the shared one.
+    ``swiglu``: where the SwiGLU element-wise work runs. ``"op"``: inside the fused
+    down-projection op, which saves only ``[g | u]`` and recomputes ``h`` (eager element-wise ops); ``"op-compiled"``: the same, with the element-wise chains as small
     ``torch.compile``d kernels; ``"graph"``: outside the op, for a compiled layer to fuse (the
     layer then saves ``h`` as well: about 4 GB more on a 1.5B router at 8 x 1024 tokens).
     """
@@ -623,7 +624,9 @@ class FusedLoRARouter(nn.Module):
         position_ids: Tensor | None = None,
         **_: Any,
     ) -> _Output:
-        for layer in self.layers:  # outside the compiled layers: a buffer write inside one would copy W
+        # the one sync per forward, outside the (possibly compiled) layers: a buffer write inside a
+        # compiled graph would copy W
+        for layer in self.layers:
             for linear in layer.fused_linears():
                 linear.sync_storage()
         h = self.embed_tokens(input_ids)
