@@ -86,13 +86,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     attach_cache(args, pool)
     queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
     routers = _routers(args.router, args.seed)
-    if wants_report(args):  # sweeps, random curve, report folder: the evaluation harness
-        return run_eval_report(args, pool, queries, routers)
     out = Path(args.out) if args.out else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists() and not args.append:
             out.unlink()
+    if wants_report(args):  # sweeps, random curve, report folder: the evaluation harness
+        return run_eval_report(args, pool, queries, routers)
     summaries = []
     for router in routers:
         rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))

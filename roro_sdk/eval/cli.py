@@ -44,16 +44,11 @@ def add_subcommands(sub: Any) -> None:
 def pool_for(args: argparse.Namespace):
     """A sim pool when ``--pool sim[:spec]`` is given, or when the dataset is a sim bench and no
     pool is; otherwise None (the caller uses its default)."""
-    spec = getattr(args, "pool", None)
-    dataset = getattr(args, "dataset", None) or ""
-    if spec and spec.startswith("sim") and not Path(spec).exists():
+    src = getattr(args, "pool", None) or getattr(args, "dataset", None) or ""
+    if src.startswith("sim") and not Path(src).exists():
         from ..sim import parse_sim_spec, sim_pool
 
-        return sim_pool(parse_sim_spec(spec))
-    if not spec and dataset.startswith("sim") and not Path(dataset).exists():
-        from ..sim import parse_sim_spec, sim_pool
-
-        return sim_pool(parse_sim_spec(dataset))
+        return sim_pool(parse_sim_spec(src))
     return None
 
 
@@ -78,13 +73,9 @@ def _print_run(r) -> None:
 def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list) -> int:
     """``roro eval`` with sweeps, the random curve or ``--report``: evaluate, print, write the report."""
     from .compare import evaluate, parse_values
-    from .report import write_report
+    from .report import _num, _pct, write_report
 
     print(f"dataset: {args.dataset} ({len(queries)} queries); pool: {', '.join(pool.names)}", flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        if Path(args.out).exists() and not args.append:
-            Path(args.out).unlink()
     res = evaluate(pool, queries, routers, sweeps=args.sweep, random_seeds=args.random_seeds,
                    random_grid=parse_values(args.random_grid), concurrency=args.concurrency, max_steps=args.max_steps,
                    token_budget=args.token_budget, cost_budget=args.cost_budget, bootstrap=args.bootstrap, seed=args.seed,
@@ -92,8 +83,8 @@ def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list
     a = res.analysis
     for c in a.curves + ([a.random_curve] if a.random_curve else []):
         if c.share:
-            print(f"  curve {c.family:<22} AUC {c.share['auc']:.3f}  APGR {_f(c.share['apgr'])}  "
-                  f"CPT(50%) {_f(c.share['cpt']['50%'], pct=True)}  CPT(80%) {_f(c.share['cpt']['80%'], pct=True)}")
+            print(f"  curve {c.family:<22} AUC {c.share['auc']:.3f}  APGR {_num(c.share['apgr'])}  "
+                  f"CPT(50%) {_pct(c.share['cpt']['50%'])}  CPT(80%) {_pct(c.share['cpt']['80%'])}")
     if a.oracle:
         print(f"  per-query oracle: {a.oracle.accuracy:.1%} at ${a.oracle.mean_cost_usd:.3g}/q")
     for note in a.notes:
@@ -104,10 +95,6 @@ def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list
     if args.summary_json:
         Path(args.summary_json).write_text(res.model_dump_json(indent=1, by_alias=True))
     return 0
-
-
-def _f(x: float | None, pct: bool = False) -> str:
-    return "–" if x is None else f"{x:.1%}" if pct else f"{x:.3f}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
