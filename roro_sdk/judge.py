@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._sync import run_sync
+from ._sync import gather_settled, run_sync
 from .errors import ConfigError, RoroError
+from .pool import _get  # OpenAI-style objects or dicts, as the pool reads them
 from .rubric import Criterion, Rubric, as_model_pool, ask_structured, extract_json_object
 from .types import ModelSpec, Query, Trajectory, Usage
 
@@ -177,16 +178,7 @@ class Judge(ABC):
     async def ascore_many(self, items: Sequence[JudgeItem], *, concurrency: int = 8) -> list[JudgeResult | RoroError]:
         """One entry per ``(query, rubric, trajectory)``, in order: a result or the typed error that
         item raised (the other items go on)."""
-        sem = asyncio.Semaphore(max(1, concurrency))
-
-        async def one(item: JudgeItem) -> JudgeResult | RoroError:
-            async with sem:
-                try:
-                    return await self.ascore(*item)
-                except RoroError as e:
-                    return e
-
-        return list(await asyncio.gather(*(one(it) for it in items)))
+        return await gather_settled(lambda item: self.ascore(*item), items, concurrency)
 
     def score_many(self, items: Sequence[JudgeItem], **kw: Any) -> list[JudgeResult | RoroError]:
         return run_sync(self.ascore_many(items, **kw))
@@ -274,10 +266,6 @@ class _JudgeOut(BaseModel):
     model_config = ConfigDict(extra="ignore")
     criteria: list[_VerdictOut]
     step_scores: list[float] | None = None
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
 _MET = re.compile(r'"met"\s*:\s*"?(true|false|yes|no)', re.I)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._sync import run_sync
+from ._sync import gather_settled, run_sync
 from .errors import ConfigError, OutputValidationError, RoroError
 from .types import ModelSpec, Query, Usage
 
@@ -280,16 +280,7 @@ class Rubricor(ABC):
     async def arubric_many(self, queries: Sequence[Query | str], *, concurrency: int = 8) -> list[Rubric | RoroError]:
         """One result per query, in order: a :class:`Rubric`, or the typed error that query raised
         (the other queries go on)."""
-        sem = asyncio.Semaphore(max(1, concurrency))
-
-        async def one(q: Query | str) -> Rubric | RoroError:
-            async with sem:
-                try:
-                    return await self.arubric(q)
-                except RoroError as e:
-                    return e
-
-        return list(await asyncio.gather(*(one(q) for q in queries)))
+        return await gather_settled(self.arubric, queries, concurrency)
 
     def rubric_many(self, queries: Sequence[Query | str], **kw: Any) -> list[Rubric | RoroError]:
         return run_sync(self.arubric_many(queries, **kw))
