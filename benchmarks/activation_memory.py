@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from grpo_throughput import SHAPES, policy_module  # noqa: E402
+from grpo_throughput import LORA_TARGETS, SHAPES, policy_module  # noqa: E402
 
 VARIANTS = {  # name -> (FusedLoRARouter options, r); "peft" is the stock transformers + peft layer
     "fused": ({}, 16),
@@ -75,8 +75,7 @@ def measure(name: str, args) -> dict:
     if name == "peft":
         import peft
 
-        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=targets))
+        model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS))
         layer = model.get_base_model().model.layers[0]
         rotary = model.get_base_model().model.rotary_emb
         params = list(model.parameters())

@@ -16,17 +16,19 @@ import yaml
 
 from roro_sdk.collect import collect, existing_ids, repair_torn_tail, trajectory_id
 from roro_sdk.errors import ConfigError, DatasetError
-from roro_sdk.pool import ModelPool, RetryPolicy
+from roro_sdk.pool import ModelPool
 from roro_sdk.tasks import sample_queries
 from roro_sdk.testing import FakeOpenAIServer
 from roro_sdk.trajectories import read_trajectories
+
+from .conftest import FAST_RETRY
 
 POLICIES = ["all-small", "all-large", "random:0.5"]
 
 
 def _pool(srv: FakeOpenAIServer, **kw) -> ModelPool:
     return ModelPool([srv.spec("small", price=(1.0, 2.0), **kw), srv.spec("large", price=(10.0, 20.0), **kw)],
-                     retry=RetryPolicy(initial_s=0.01, max_s=0.02, jitter_s=0.0))
+                     retry=FAST_RETRY)
 
 
 def _ids(path: Path) -> list[str]:

@@ -61,20 +61,11 @@ def build_tokenizer(chat_template: str | None = CHATML):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from roro_sdk.hf import save_model, tiny_causal_lm
 
     folder = tmp_path_factory.mktemp("tiny-qwen")
-    tok = build_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        initializer_range=0.2, tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    tok = build_tokenizer()  # byte-level BPE with a ChatML template: the engine's real tokenizer kind
+    return save_model(tiny_causal_lm(tok, num_kv_heads=2, max_positions=512, init_std=0.2), tok, folder)
 
 
 @pytest.fixture(scope="module")

@@ -107,11 +107,10 @@ def test_function_judge_rules_and_static_rubricors():
 # ----------------------------------------------------------------------------- local backends
 @pytest.fixture(scope="module")
 def tiny():
-    from roro_sdk.hf import tiny_causal_lm, word_tokenizer
+    from roro_sdk.hf import tiny_model_and_tokenizer
 
     corpus = [render_trajectory(GOOD, step_marker="Step ok?"), render_trajectory(BAD)] + [c.text for c in DEFAULT_CRITERIA]
-    tok = word_tokenizer(corpus)
-    return tiny_causal_lm(tok, seed=0), tok
+    return tiny_model_and_tokenizer(corpus, seed=0)
 
 
 def _manual_p(model, tok, judge: LocalJudge, text: str) -> float:
