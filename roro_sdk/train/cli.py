@@ -10,28 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli import _table
+from ..cli import _pool, _table
 
 __all__ = ["add_commands"]
-
-
-def _pool_for(args: argparse.Namespace):
-    from ..pool import ModelPool
-
-    spec = getattr(args, "pool", None)
-    if spec and spec.startswith("sim") and not Path(spec).exists():  # --pool sim[:preset,...]: the sim bench
-        from ..sim import parse_sim_spec, sim_pool
-
-        return sim_pool(parse_sim_spec(spec))
-    if spec:
-        return ModelPool.from_file(spec)
-    if str(args.dataset).startswith("sim") and not Path(args.dataset).exists():
-        from ..sim import parse_sim_spec, sim_pool
-
-        return sim_pool(parse_sim_spec(args.dataset))
-    from ..defaults import default_pool
-
-    return default_pool()
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -40,7 +21,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from .._sync import run_sync
 
     queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
-    pool = _pool_for(args)
+    pool = _pool(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     res = run_sync(acollect(queries, pool, policies, out=args.out, rollouts=args.rollouts, concurrency=args.concurrency,
                             cost_cap=args.cost_cap, seed=args.seed, progress=not args.quiet, fsync=not args.no_fsync,
