@@ -10,13 +10,15 @@ and transformers are imported when this module is imported, so import it lazily.
 * :func:`load_causal_lm` loads a folder, a hub id already in the local cache, or a name of the
   local-model registry (:mod:`roro_sdk.local`), with an optional LoRA adapter.
 * :func:`add_lora`, :func:`save_adapter`, :func:`load_adapter`: peft adapters, safetensors only.
-* :func:`encode_batch`, :func:`decoder_states`, :func:`token_logits`: the one-forward read-out of
+* :func:`encode_batch`, :func:`decoder_of`, :func:`decoder_states`, :func:`token_logits`: the one-forward read-out of
   next-token logits of a few chosen tokens at chosen positions, without the full-vocabulary
   logits (a judge reads P(yes) this way, a router its action tokens).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -43,6 +45,9 @@ __all__ = [
     "save_adapter",
     "load_adapter",
     "has_adapter",
+    "unwrap_adapter",
+    "decoder_of",
+    "cache_kwarg",
     "single_token_ids",
     "yes_no_token_ids",
     "encode_batch",
@@ -324,10 +329,33 @@ def encode_batch(tokenizer: Any, texts: Sequence[str], *, max_length: int | None
     return ids, mask
 
 
-def _decoder(model: Any) -> Any:
-    base = model.get_base_model() if has_adapter(model) else model
-    dec = getattr(base, "model", None)
-    return dec if dec is not None else base.get_decoder()
+def unwrap_adapter(model: Any) -> Any:
+    """The transformers model under an optional peft wrapper (LoRA layers stay injected in it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_of(model: Any) -> Any:
+    """The decoder stack (``Qwen2Model``/``LlamaModel``-like) that returns last hidden states."""
+    base = unwrap_adapter(model)
+    get_decoder = getattr(base, "get_decoder", None)
+    dec = get_decoder() if callable(get_decoder) else None
+    if dec is None:
+        dec = getattr(base, "model", None)
+    if dec is None:
+        raise TypeError(f"cannot find the decoder of {type(base).__name__}: expected get_decoder() or .model")
+    return dec
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg_of(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def cache_kwarg(module: Any) -> str:
+    """The KV-cache argument ``module.forward`` takes: transformers 5.x renamed ``past_key_values``
+    to ``cache`` (the old name warns until 5.40). Looked up once per class."""
+    return _cache_kwarg_of(type(module))
 
 
 def decoder_states(model: Any, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -337,7 +365,7 @@ def decoder_states(model: Any, input_ids: Tensor, attention_mask: Tensor | None 
         # Right padding: causal attention never lets a real token see a pad, so no mask is needed
         # and the fast causal kernel applies (results at real positions are unchanged).
         attention_mask = None
-    out = _decoder(model)(input_ids=input_ids.to(dev), attention_mask=None if attention_mask is None else attention_mask.to(dev),
+    out = decoder_of(model)(input_ids=input_ids.to(dev), attention_mask=None if attention_mask is None else attention_mask.to(dev),
                           use_cache=False)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
@@ -364,13 +392,10 @@ def prefix_suffix_states(model: Any, prefixes: Sequence[Sequence[int]], suffixes
             ids_p[i, lp - len(row):] = torch.tensor(list(row), dtype=torch.long)
             mask_p[i, lp - len(row):] = 1
     pos_p = (mask_p.cumsum(1) - 1).clamp(min=0)
-    dec = _decoder(model)
-    import inspect
-
-    ckw = "cache" if "cache" in inspect.signature(dec.forward).parameters else "past_key_values"  # transformers >= 5.x
+    dec = decoder_of(model)
     cache = DynamicCache()
     out = dec(input_ids=ids_p.to(dev), attention_mask=mask_p.to(dev), position_ids=pos_p.to(dev), use_cache=True,
-              **{ckw: cache})
+              **{cache_kwarg(dec): cache})
     p_states = out.last_hidden_state
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache
     own = torch.tensor(list(owner), dtype=torch.long)
@@ -385,7 +410,7 @@ def prefix_suffix_states(model: Any, prefixes: Sequence[Sequence[int]], suffixes
     pos_s = real[:, None] + torch.arange(ls)[None, :]
     full_mask = torch.cat([mask_p[own], mask_s], 1)
     out_s = dec(input_ids=ids_s.to(dev), attention_mask=full_mask.to(dev), position_ids=pos_s.to(dev), use_cache=True,
-                **{ckw: cache})
+                **{cache_kwarg(dec): cache})
     return p_states, (lp - mask_p.sum(1)), out_s.last_hidden_state
 
 

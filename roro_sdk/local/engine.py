@@ -14,13 +14,13 @@ the async batcher (which runs in the engine's single worker thread) never run tw
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from roro_sdk.hf import cache_kwarg
 from roro_sdk.local.prompting import render_prompt
 from roro_sdk.local.stops import find_stop
 
@@ -92,9 +92,7 @@ class LocalEngine:
         self.batch_sizes: list[int] = []
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        # transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40)
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_kwarg(self.model)
 
     @classmethod
     def from_pretrained(cls, path: str, *, dtype: str | torch.dtype | None = None, **kw: Any) -> "LocalEngine":

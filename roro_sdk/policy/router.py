@@ -28,18 +28,12 @@ from ..errors import ConfigError, RouterError
 from ..pool import ModelPool
 from ..routers.base import Decision, Router, RoutingState
 from ..types import Query, Step, Trajectory
+from ..hf import cache_kwarg
 from .scoring import action_head_rows, decoder_of
 
 __all__ = ["PolicyTemplate", "PolicyRouter", "EncodedTrajectory"]
 
 LABELS = "ABCDEFGHIJKLMNOP"
-
-
-def _cache_kwarg(decoder: Any) -> str:
-    """transformers renamed ``past_key_values`` to ``cache``; speak whichever this version knows."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 class PolicyTemplate(BaseModel):
@@ -183,7 +177,7 @@ class PolicyRouter(Router):
             done, cache, new = 0, None, ids
         out = dec(input_ids=torch.tensor([new], device=self.device), use_cache=True,
                   position_ids=torch.arange(done, done + len(new), device=self.device).unsqueeze(0),
-                  **{_cache_kwarg(dec): cache})
+                  **{cache_kwarg(dec): cache})
         memo["policy_kv"] = (len(ids), getattr(out, "cache", None) or out.past_key_values)
         self.forward_calls += 1
         return self._logits_from_hidden(out.last_hidden_state[0, -1])

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..hf import decoder_of, unwrap_adapter
+
 __all__ = [
     "ActionLogits",
     "GRPOLoss",
@@ -90,27 +92,9 @@ def pad_decision_positions(
     return out.to(device)
 
 
-def _unwrap(model: Any) -> Any:
-    """The transformers model under an optional peft wrapper (LoRA layers stay injected in it)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def decoder_of(model: Any) -> Any:
-    """The decoder stack (``Qwen2Model``/``LlamaModel``-like) that returns last hidden states."""
-    base = _unwrap(model)
-    get_decoder = getattr(base, "get_decoder", None)
-    dec = get_decoder() if callable(get_decoder) else None
-    if dec is None:
-        dec = getattr(base, "model", None)
-    if dec is None:
-        raise TypeError(f"cannot find the decoder of {type(base).__name__}: expected get_decoder() or .model")
-    return dec
-
-
 def action_head_rows(model: Any, action_token_ids: Tensor) -> tuple[Tensor, Tensor | None]:
     """The K rows of the LM head (tied or not) and its bias rows, if any."""
-    head = _unwrap(model).get_output_embeddings()
+    head = unwrap_adapter(model).get_output_embeddings()
     if head is None:
         raise TypeError("model has no output embeddings (LM head)")
     if hasattr(head, "lora_A"):
