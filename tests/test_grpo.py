@@ -55,7 +55,7 @@ def test_policy_router_kv_cache_matches_one_pass_and_batch(tmp_path):
     from roro_sdk.train.grpo import _decision_log_probs, _encode
 
     with torch.no_grad():
-        _, one_pass = _decision_log_probs(router, _encode(router, [traj], torch.device("cpu")))
+        _, one_pass = _decision_log_probs(router, _encode(router, [traj], torch.device("cpu"))[0])
     for k, logits in enumerate(step_by_step):
         torch.testing.assert_close(logits, batch[k], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(torch.log_softmax(logits, -1), one_pass[0, k], atol=1e-4, rtol=1e-4)
@@ -125,3 +125,23 @@ def test_bf16_base_trains_a_float32_adapter(tmp_path):
     assert update["zero_adv_groups"] < 1.0 and torch.isfinite(torch.tensor(update["loss"]))
     saved = PolicyRouter.load(result["router_dir"])
     assert any(p.abs().sum() > 0 for n, p in saved.model.named_parameters() if "lora_B" in n)
+
+
+def test_step_advantages_follow_the_decisions_kept_after_truncation(tmp_path):
+    """Per-step advantages are read at the step each kept decision routes: when the state window
+    drops the oldest decisions, the remaining ones keep their own steps' values."""
+    from roro_sdk.train.grpo import decision_advantages
+
+    cfg = small_cfg(tmp_path)
+    pool, train_qs, _ = _pool_and_queries(cfg)
+    router = build_policy(cfg, pool.names, train_qs)
+    (traj,) = StepwiseRuntime(pool, FixedRouter(tier=-1), max_steps=6).run_many(train_qs[:1])
+    full = router.encode_trajectory(traj)
+    assert full.steps == list(range(len(traj.steps)))
+    router.max_length = len(full.ids) - (full.positions[1] + 1)  # cut through decision 1's state
+    cut = router.encode_trajectory(traj)
+    assert cut.steps == full.steps[2:] and len(cut.positions) == len(full.positions) - 2
+    per_step = [float(10 * i) for i in range(len(traj.steps))]
+    rows = decision_advantages([per_step, 0.5], [cut.steps, full.steps], dmax=len(full.steps))
+    assert rows[0] == per_step[2:] + [0.0, 0.0]
+    assert rows[1] == [0.5] * len(full.steps)

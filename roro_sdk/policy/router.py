@@ -59,6 +59,7 @@ class EncodedTrajectory(BaseModel):
     ids: list[int]
     positions: list[int] = Field(description="index of the last token of each decision's state")
     actions: list[int] = Field(description="index of the chosen model per decision (0..K-1)")
+    steps: list[int] = Field(default_factory=list, description="index of the step each decision routes")
 
 
 class PolicyRouter(Router):
@@ -139,16 +140,16 @@ class PolicyRouter(Router):
         if final_decision:
             ids += self._tok(self.template.decision.format(n=len(steps) + 1))
             positions.append(len(ids) - 1)
-        return EncodedTrajectory(ids=ids, positions=positions, actions=actions)
+        return EncodedTrajectory(ids=ids, positions=positions, actions=actions, steps=list(range(len(positions))))
 
     def encode_trajectory(self, traj: Trajectory, *, budget: float | None = None) -> EncodedTrajectory:
         """A finished trajectory for the update: one position and action per step, left-truncated
         to ``max_length`` (decisions that fall off the window are dropped)."""
         enc = self.encode(traj.query, traj.steps, budget=budget, final_decision=False)
-        keep = [(p, a) for p, a in zip(enc.positions, enc.actions) if a >= 0]
         cut = max(0, len(enc.ids) - self.max_length)
-        keep = [(p - cut, a) for p, a in keep if p - cut >= 0]
-        return EncodedTrajectory(ids=enc.ids[cut:], positions=[p for p, _ in keep], actions=[a for _, a in keep])
+        keep = [(p - cut, a, s) for p, a, s in zip(enc.positions, enc.actions, enc.steps) if a >= 0 and p - cut >= 0]
+        return EncodedTrajectory(ids=enc.ids[cut:], positions=[p for p, _, _ in keep], actions=[a for _, a, _ in keep],
+                                 steps=[s for _, _, s in keep])
 
     # ----- scoring -------------------------------------------------------------------------------
     @property

@@ -142,8 +142,24 @@ def _judge_for(cfg: GRPOConfig):
 
 
 # ---------------------------------------------------------------------------- scoring helpers
-def _encode(router: PolicyRouter, trajs: Sequence[Trajectory], device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded ids, decision positions (-1 pads) and actions (-1 pads) of a batch."""
+def decision_advantages(advantages: Sequence[float | list[float]], steps: Sequence[Sequence[int]], dmax: int) -> list[list[float]]:
+    """``[B, dmax]`` advantages per decision. A trajectory-level advantage applies to all of its
+    decisions; a per-step list is read at the step each decision routes (``steps``, as
+    :meth:`PolicyRouter.encode_trajectory` keeps them after dropping decisions), 0 past its end."""
+    rows = []
+    for a, idx in zip(advantages, steps):
+        if not isinstance(a, list):
+            rows.append([a] * dmax)
+            continue
+        row = [a[i] if i < len(a) else 0.0 for i in idx]
+        rows.append(row + [0.0] * (dmax - len(row)))
+    return rows
+
+
+def _encode(router: PolicyRouter, trajs: Sequence[Trajectory],
+            device: torch.device) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
+    """Right-padded ids, decision positions (-1 pads) and actions (-1 pads) of a batch; and the
+    step each decision routes, per trajectory."""
     encs = [router.encode_trajectory(t) for t in trajs]
     width = max(len(e.ids) for e in encs)
     dmax = max(1, max(len(e.positions) for e in encs))
@@ -157,7 +173,8 @@ def _encode(router: PolicyRouter, trajs: Sequence[Trajectory], device: torch.dev
         mask[i, : len(e.ids)] = 1
         pos[i, : len(e.positions)] = torch.tensor(e.positions, dtype=torch.long)
         act[i, : len(e.actions)] = torch.tensor(e.actions, dtype=torch.long)
-    return {"ids": ids.to(device), "mask": mask.to(device), "pos": pos.to(device), "act": act.to(device)}
+    tensors = {"ids": ids.to(device), "mask": mask.to(device), "pos": pos.to(device), "act": act.to(device)}
+    return tensors, [e.steps for e in encs]
 
 
 def _decision_log_probs(router: PolicyRouter, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,11 +348,9 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
             zero_groups += all(x == 0.0 for x in a)
             parts += p
             advantages += step_advantages(a, [ss for _, ss in scores[group]], cfg.step_process_weight)
-        b = _encode(router, trajs, device)
+        b, steps = _encode(router, trajs, device)
         dmax = b["act"].shape[1]
-        adv = torch.tensor([a if isinstance(a, list) else [a] * dmax for a in
-                            [(x + [0.0] * (dmax - len(x)))[:dmax] if isinstance(x, list) else x for x in advantages]],
-                           dtype=torch.float32, device=device)
+        adv = torch.tensor(decision_advantages(advantages, steps, dmax), dtype=torch.float32, device=device)
 
         # 4. old (rollout-policy) and reference (adapter disabled) log-probs, no gradients
         with torch.no_grad():
