@@ -218,7 +218,6 @@ class AlternatingTrainer:
             self.pairs_by_query[p.query_id].append(p)
         self.history: list[dict[str, Any]] = []
         self.completed_rounds = 0
-        self._ref_logits_cache: dict[str, Any] = {}
 
     # ----- helpers ------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
