@@ -170,7 +170,7 @@ def _pool_for_rollout(pool: ModelPool, seed: int | None) -> ModelPool:
     if seed is None:
         return pool
     specs = [s.model_copy(update={"sampling": s.sampling.model_copy(update={"seed": seed})}) for s in pool.specs]
-    return ModelPool(specs, allow_unpriced=pool.allow_unpriced, prompt=pool.prompt, retry=pool.retry)
+    return ModelPool(specs, allow_unpriced=pool.allow_unpriced, prompt=pool.prompt, retry=pool.retry, cache=pool.cache)
 
 
 async def acollect(

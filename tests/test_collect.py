@@ -154,3 +154,14 @@ def test_killed_collection_resumes_exactly(tmp_path):
         assert out.read_bytes().startswith(kept)          # what was written before the kill is untouched
         assert all(t.stop_reason == "answer" for t in read_trajectories(out))
         assert sum(srv.calls.values()) > calls_before
+
+
+def test_rollout_pools_keep_the_generation_cache(tmp_path):
+    """Rollouts re-seed the pool's sampling; the copy must keep the caller's generation cache."""
+    from roro_sdk.cache import GenerationCache
+
+    cache = GenerationCache(tmp_path / "cache.sqlite")
+    with FakeOpenAIServer() as srv:
+        pool = ModelPool(_pool(srv).specs, retry=FAST_RETRY, cache=cache)
+        collect(sample_queries(2), pool, ["all-small"], out=tmp_path / "t.jsonl", rollouts=1)
+    assert len(cache) > 0
