@@ -1,21 +1,18 @@
 """roro-sdk: route each reasoning step to the right model.
 
 The public API lives in this one namespace; modules starting with ``_`` are private.
-Importing roro_sdk is fast and offline: LiteLLM, torch and transformers load only when used.
+Importing roro_sdk is fast, offline and changes nothing in the process (no environment variable,
+no other library's globals): LiteLLM, torch and transformers load only when used.
 """
 
 from __future__ import annotations
 
-from ._env import apply_offline_defaults
+from typing import TYPE_CHECKING, Any
 
-apply_offline_defaults()
-
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-from .answers import check_answer, extract_answer  # noqa: E402
-from .cache import GenerationCache  # noqa: E402
-from .defaults import default_pool  # noqa: E402
-from .errors import (  # noqa: E402
+from .answers import check_answer, extract_answer
+from .cache import GenerationCache
+from .defaults import default_pool
+from .errors import (
     BudgetError,
     ConfigError,
     DatasetError,
@@ -33,12 +30,12 @@ from .errors import (  # noqa: E402
     UnknownModelError,
     UnpricedModelError,
 )
-from .eval import RouterSummary, aevaluate, evaluate, summarize  # noqa: E402
-from .judge import FunctionJudge, Judge, JudgeResult, LiteLLMJudge, LocalJudge, judge_from_config  # noqa: E402
-from .pairs import PairConfig, PairSet, PreferencePair  # noqa: E402
-from .pool import Generation, ModelPool, RetryPolicy  # noqa: E402
-from .prompts import PromptTemplate  # noqa: E402
-from .routers import (  # noqa: E402
+from .eval import RouterSummary, aevaluate, evaluate, summarize
+from .judge import FunctionJudge, Judge, JudgeResult, LiteLLMJudge, LocalJudge, judge_from_config
+from .pairs import PairConfig, PairSet, PreferencePair
+from .pool import Generation, ModelPool, RetryPolicy
+from .prompts import PromptTemplate
+from .routers import (
     BudgetGuard,
     ConfidenceRouter,
     Decision,
@@ -51,8 +48,8 @@ from .routers import (  # noqa: E402
     TrimRouter,
     make_router,
 )
-from .rewards import RewardWeights  # noqa: E402
-from .rubric import (  # noqa: E402
+from .rewards import RewardWeights
+from .rubric import (
     Criterion,
     FunctionRubricor,
     LiteLLMRubricor,
@@ -62,12 +59,12 @@ from .rubric import (  # noqa: E402
     StaticRubricor,
     rubricor_from_config,
 )
-from .runtime import StepwiseRuntime  # noqa: E402
-from .tasks import load_dataset, load_jsonl  # noqa: E402
-from .trajectories import read_trajectories, write_trajectories  # noqa: E402
-from .types import CallRecord, ModelSpec, Query, SamplingParams, Step, Trajectory, Usage  # noqa: E402
+from .runtime import StepwiseRuntime
+from .tasks import load_dataset, load_jsonl
+from .trajectories import read_trajectories, write_trajectories
+from .types import CallRecord, ModelSpec, Query, SamplingParams, Step, Trajectory, Usage
 
-from .train.grpo_config import GRPOConfig, load_grpo_config  # noqa: E402
+from .train.grpo_config import GRPOConfig, load_grpo_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .policy.router import PolicyRouter, PolicyTemplate

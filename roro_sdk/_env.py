@@ -1,17 +1,31 @@
-"""Offline-safe defaults for the libraries roro-sdk drives.
+"""Offline-safe settings for the libraries roro-sdk drives, applied only where roro-sdk needs them.
 
-Set before litellm, tiktoken or transformers are imported: litellm otherwise fetches a price map
-from the network at import, tiktoken downloads its encodings, and a hub lookup retries for ~47 s.
-Only defaults are set (``setdefault``): a user's explicit environment always wins.
+``import roro_sdk`` changes nothing in the host process: no environment variable, no global of
+another library. The settings that offline work needs are applied at the point of use instead:
+
+* LiteLLM fetches its price map from the network *while it is imported* unless
+  ``LITELLM_LOCAL_MODEL_COST_MAP`` is set; :func:`import_litellm` sets it for that import only and
+  restores the environment afterwards (a user's own value always wins). LiteLLM itself points
+  ``TIKTOKEN_CACHE_DIR`` at the encodings it bundles when it is imported.
+* LiteLLM's ``drop_params`` is passed per call by the pool (:data:`LITELLM_CALL_DEFAULTS`), never set
+  on the module, so an application's own LiteLLM calls keep their behaviour.
+* Hugging Face loads of local folders pass ``local_files_only=True`` (see :mod:`roro_sdk.hf` and
+  :mod:`roro_sdk.local`), so no hub lookup (and no ~47 s of retries offline) happens, without
+  forcing ``HF_HUB_OFFLINE`` on an application that downloads models.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-_DONE = False
+#: Keyword arguments every LiteLLM call of the pool carries: providers that do not support a
+#: parameter (seed, logprobs, top_p) get it dropped instead of failing the step.
+LITELLM_CALL_DEFAULTS: Mapping[str, object] = {"drop_params": True}
 
 
 def litellm_tokenizers_dir() -> str | None:
@@ -23,29 +37,29 @@ def litellm_tokenizers_dir() -> str | None:
     return str(folder) if folder.is_dir() else None
 
 
-def apply_offline_defaults() -> None:
-    global _DONE
-    if _DONE:
-        return
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if "TIKTOKEN_CACHE_DIR" not in os.environ:
-        folder = litellm_tokenizers_dir()
-        if folder:
-            os.environ["TIKTOKEN_CACHE_DIR"] = folder
-    _DONE = True
+@contextmanager
+def scoped_env(**defaults: str) -> Iterator[None]:
+    """Set the variables that are not set yet, for the duration of the block only.
+
+    A variable the user set is left alone; one this block set is removed again afterwards, unless
+    someone changed it meanwhile (then it is theirs)."""
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k, v in added.items():
+            if os.environ.get(k) == v:
+                del os.environ[k]
 
 
 def import_litellm():
-    """Import litellm quietly with offline defaults applied (it is slow: ~3 s, so import lazily)."""
-    apply_offline_defaults()
-    import litellm
-
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    litellm.drop_params = True
+    """Import litellm without a network fetch of its price map (it is slow: ~3 s, so import lazily)."""
+    mod = sys.modules.get("litellm")
+    if mod is not None and hasattr(mod, "acompletion"):
+        return mod
+    with scoped_env(LITELLM_LOCAL_MODEL_COST_MAP="True"):
+        import litellm
     return litellm
 
 
@@ -62,3 +76,13 @@ def register_litellm_provider(name: str, handler: object) -> None:
     from litellm.utils import custom_llm_setup
 
     custom_llm_setup()
+
+
+def apply_offline_defaults() -> None:
+    """Deprecated: roro-sdk no longer changes the process environment; set variables yourself.
+
+    Kept for one release because it was importable; it now does nothing but warn."""
+    import warnings
+
+    warnings.warn("roro_sdk._env.apply_offline_defaults() is deprecated and does nothing: roro-sdk applies "
+                  "its offline settings only inside its own calls", DeprecationWarning, stacklevel=2)

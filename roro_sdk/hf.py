@@ -28,10 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._env import apply_offline_defaults
 from .errors import ConfigError, ModelUnavailableError
-
-apply_offline_defaults()
 
 __all__ = [
     "SPECIAL_TOKENS",

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from ._env import import_litellm
+from ._env import LITELLM_CALL_DEFAULTS, import_litellm
 from .errors import (
     MissingAPIKeyError,
     ModelCallError,
@@ -279,6 +279,7 @@ class ModelPool:
             "stop": [self.prompt.delimiter],
             "timeout": spec.timeout_s,
             "num_retries": 0,  # tenacity retries here; two retry layers would multiply waits
+            **LITELLM_CALL_DEFAULTS,
         }
         if spec.sampling.seed is not None:
             kw["seed"] = spec.sampling.seed

@@ -63,3 +63,28 @@ def test_without_torch_star_import_works_and_lazy_names_say_what_to_install():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ERR" in out and "pip install 'roro-sdk[train]'" in out, out
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    drop = {"HF_HUB_OFFLINE", "LITELLM_LOCAL_MODEL_COST_MAP", "TIKTOKEN_CACHE_DIR", "TOKENIZERS_PARALLELISM",
+            "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def test_import_changes_nothing_in_the_host():
+    code = ("import os, json; before = dict(os.environ); import roro_sdk, roro_sdk.testing, roro_sdk.routers; "
+            "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_clean_env()).stdout
+    assert out.strip() == "[]", f"import roro_sdk changed the environment: {out}"
+
+
+def test_using_litellm_through_the_sdk_leaves_its_globals_and_our_variables_alone():
+    # The pool imports litellm offline (local price map) and passes drop_params per call; neither the
+    # variable that made the import offline nor litellm.drop_params stays behind for the host.
+    code = ("import os, json; from roro_sdk._env import import_litellm; m = import_litellm(); "
+            "print(json.dumps([os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'), m.drop_params, "
+            "'gpt-4o-mini' in m.model_cost]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_clean_env(), timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "[null, false, true]"
