@@ -236,3 +236,13 @@ def test_fake_server_faults_are_what_they_say():
 
         r = httpx.post(f"{srv.api_base}/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "q"}]})
         assert r.status_code == 200 and r.json()["choices"] == []
+
+
+# ----- bad router specs are one-line RouterErrors ------------------------------------------------------
+@pytest.mark.parametrize("spec,msg", [("trim:nan", "finite"), ("query:-5", "within"), ("steer:inf", "finite"),
+                                      ("policy:/no/such/folder", "not a saved policy router")])
+def test_bad_router_specs_are_refused_with_the_reason(spec, msg):
+    from roro_sdk import make_router
+
+    with pytest.raises(RoroError, match=msg):
+        make_router(spec)

@@ -87,6 +87,8 @@ class QueryLevelRouter(Router):
 
     def __init__(self, threshold: float = 0.5, *, scorer: Callable[[str], float] = length_difficulty,
                  small: str | None = None, large: str | None = None, name: str | None = None):
+        if not 0.0 <= threshold <= 1.0:  # NaN fails too
+            raise RouterError(f"threshold must be within [0, 1] (scores are), got {threshold}")
         self.threshold, self.scorer, self.small, self.large = threshold, scorer, small, large
         self.name = name or f"query:{threshold:g}"
 
