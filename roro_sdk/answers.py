@@ -4,15 +4,25 @@ Extraction order: the last ``\\boxed{...}``, then the last ``Answer:`` line, the
 the last number in the text. Checking is numeric with a tolerance when both sides parse as
 numbers (fractions and LaTeX ``\\frac`` included), then yes/no and multiple-choice letters, then
 normalised text, then ``math-verify`` when it is installed.
+
+Answers are model output, so nothing here may raise or run long on them: a number is parsed only
+when its text is at most :data:`MAX_NUMBER_CHARS` characters with a decimal exponent of at most
+:data:`MAX_EXPONENT` (``1e400`` parses; ``1e100000000`` is compared as text), and numbers are
+compared exactly as fractions, never through ``float`` (which overflows past ~1.8e308).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from fractions import Fraction
 
-__all__ = ["find_marked_answer", "extract_answer", "parse_number", "check_answer"]
+__all__ = ["find_marked_answer", "extract_answer", "parse_number", "check_answer", "MAX_NUMBER_CHARS", "MAX_EXPONENT"]
+
+# Longer text is not read as a number: the regexes below stay linear and Fraction stays small.
+MAX_NUMBER_CHARS = 1000
+# Fraction("1e100000000") builds a 100-million-digit integer (minutes); refuse such exponents.
+MAX_EXPONENT = 1000
+_EXPONENT_RE = re.compile(r"[eE]\s*[+-]?\s*(\d+)")
 
 _ANSWER_RE = re.compile(r"(?:final\s+answer|answer)\s*(?:is)?\s*[:：]\s*(.+)", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
@@ -62,7 +72,11 @@ def extract_answer(text: str, *, fallback_last_number: bool = True) -> str | Non
 
 
 def parse_number(s: str) -> Fraction | None:
-    """A number from answer text: ``1,234``, ``$5``, ``50%``, ``3/4``, ``\\frac{3}{4}``, ``-2.5``, ``x = 7``."""
+    """A number from answer text: ``1,234``, ``$5``, ``50%``, ``3/4``, ``\\frac{3}{4}``, ``-2.5``, ``x = 7``.
+
+    None when the text is not a number, or is beyond :data:`MAX_NUMBER_CHARS` / :data:`MAX_EXPONENT`."""
+    if len(s) > MAX_NUMBER_CHARS:
+        return None
     t = s.strip().replace("\\!", "").replace("\\,", "").replace("$", "").replace("\\%", "%")
     t = re.sub(r"^[a-zA-Z]\s*=\s*", "", t)  # "x = 7"
     t = re.sub(r"\\text\{[^}]*\}", "", t).strip()
@@ -73,6 +87,8 @@ def parse_number(s: str) -> Fraction | None:
     t = t.rstrip("%").strip()
     t = re.sub(r"\s*(dollars?|cents?|units?|meters?|km|kg|hours?|minutes?|days?|years?|people|items?)\.?$", "", t, flags=re.I)
     t = t.replace(",", "")
+    if any(int(e) > MAX_EXPONENT for e in _EXPONENT_RE.findall(t)):
+        return None
     try:
         if "/" in t:
             a, b = t.split("/", 1)
@@ -92,7 +108,7 @@ def check_answer(predicted: str | None, reference: str | None, *, rel_tol: float
         return False
     p, r = parse_number(predicted), parse_number(reference)
     if p is not None and r is not None:
-        return math.isclose(float(p), float(r), rel_tol=rel_tol, abs_tol=abs_tol)
+        return _close(p, r, rel_tol, abs_tol)
     pn, rn = _norm_text(predicted), _norm_text(reference)
     if pn in ("yes", "no", "true", "false") or rn in ("yes", "no", "true", "false"):
         truthy = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
@@ -105,7 +121,14 @@ def check_answer(predicted: str | None, reference: str | None, *, rel_tol: float
     return _math_verify(predicted, reference)
 
 
+def _close(p: Fraction, r: Fraction, rel_tol: float, abs_tol: float) -> bool:
+    """``math.isclose`` in exact arithmetic: no float overflow, no lost digits."""
+    return abs(p - r) <= max(Fraction(rel_tol) * max(abs(p), abs(r)), Fraction(abs_tol))
+
+
 def _math_verify(predicted: str, reference: str) -> bool:
+    if max(len(predicted), len(reference)) > MAX_NUMBER_CHARS:
+        return False  # sympy parsing of very long LaTeX can run for minutes
     try:
         from math_verify import parse, verify
     except ImportError:

@@ -2,7 +2,28 @@
 
 The pool owns everything about *calling* a model: prompt assembly per generation mode, step
 delimiting, token counting, pricing, retries of transient failures, the fallback model, and the
-conservative cost estimate that budgets are checked against *before* a call is made.
+cost bound that budgets are checked against *before* each request is sent.
+
+What a caller can rely on:
+
+* Every request (each retry and the fallback's included) is announced to ``before_call`` first,
+  which may refuse it, and every completion the provider returned (so maybe billed) is reported
+  to ``on_paid``, including those thrown away as empty or malformed.
+* A 200 response with no choices or no message, and (for callers that ask, as routing does) an
+  empty completion, are transient faults: retried, then the fallback model, then
+  :class:`TransientModelError`.
+* Error messages never carry the value of an environment variable that holds a key (the pool's
+  ``api_key_env`` variables and any ``*_API_KEY``/``*_KEY``/``*_TOKEN``/``*_SECRET`` variable);
+  the provider's exception stays chained as the cause, with the same values redacted.
+* The cost bound of a request (:meth:`ModelPool.call_cost_bound`) prices
+  :meth:`ModelPool.input_token_bound` input tokens and the request's full ``max_tokens`` output
+  tokens (a hard cap the provider enforces). The input bound is exact for roro-sdk's own
+  providers (a ``roro_local`` model's tokenizer, the ``roro_sim`` bench's accounting);
+  otherwise it is LiteLLM's token count (the model's own tokenizer when LiteLLM knows it, else
+  cl100k) times ``1 + INPUT_TOKEN_MARGIN`` plus ``TEMPLATE_TOKENS_PER_MESSAGE`` a message for
+  chat-template markers, and UTF-8 bytes when no tokenizer works. So a budget checked with it
+  holds whenever the provider bills at most that many input tokens; a provider whose tokenizer
+  splits the prompt more finely than the margin covers can exceed it by those extra tokens.
 """
 
 from __future__ import annotations
@@ -11,9 +32,10 @@ import asyncio
 import json
 import math
 import os
+import re
 import time
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,18 +45,24 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from ._env import LITELLM_CALL_DEFAULTS, import_litellm
 from .errors import (
+    ConfigError,
     MissingAPIKeyError,
     ModelCallError,
     PermanentModelError,
     PoolFileError,
+    RoroError,
     TransientModelError,
     UnknownModelError,
     UnpricedModelError,
 )
 from .prompts import PromptTemplate
-from .types import CallRecord, ModelSpec
+from .types import CallRecord, ModelSpec, Usage
 
-__all__ = ["ModelPool", "Generation", "RetryPolicy", "cut_at_delimiter"]
+BeforeCall = Callable[[str, list, int], None]  # (model name, messages, max_tokens); raises to refuse
+OnPaid = Callable[["Generation"], None]
+
+__all__ = ["ModelPool", "Generation", "RetryPolicy", "cut_at_delimiter", "redact_secrets", "litellm_price",
+           "INPUT_TOKEN_MARGIN", "TEMPLATE_TOKENS_PER_MESSAGE"]
 
 # Custom LiteLLM providers that roro-sdk registers on first use (module, function).
 _PROVIDER_HOOKS = {
@@ -43,7 +71,15 @@ _PROVIDER_HOOKS = {
 }
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 # Chat templates add role markers around each message; 16 tokens a message covers the common ones.
-_TEMPLATE_TOKENS_PER_MESSAGE = 16
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+# BPE tokenizers of the common model families split English prose within ~25% of each other, so a
+# count with a different tokenizer than the provider's is inflated by this share.
+INPUT_TOKEN_MARGIN = 0.25
+# Names of environment variables whose values are secrets (beyond each model's api_key_env).
+_SECRET_ENV_RE = re.compile(r"(_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
+# Shorter values (flags, "1", "true") are not secrets and would mangle every message.
+_MIN_SECRET_CHARS = 8
+_REDACTED = "[REDACTED]"
 
 
 @dataclass(frozen=True)
@@ -73,6 +109,7 @@ class Generation:
     top_logprobs: list[dict[str, float]] | None = None
     raw: Any = field(default=None, repr=False)
     cached: bool = False  # answered from a GenerationCache: recorded tokens, cost at current prices
+    discarded: str | None = None  # why the pool threw this completion away (empty, malformed), if it did
 
     @property
     def confidence(self) -> float | None:
@@ -80,6 +117,10 @@ class Generation:
         if not self.token_logprobs:
             return None
         return float(sum(math.exp(lp) for lp in self.token_logprobs) / len(self.token_logprobs))
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd, priced=self.priced)
 
     def as_call_record(self, purpose: str) -> CallRecord:
         return CallRecord(
@@ -107,6 +148,39 @@ def cut_at_delimiter(text: str, delimiter: str = "\n\n") -> str:
     return stripped.rstrip()
 
 
+def _secret_values(env_names: Iterable[str] = ()) -> list[str]:
+    names = set(env_names) | {k for k in os.environ if _SECRET_ENV_RE.search(k)}
+    values = {os.environ.get(n) or "" for n in names}
+    return sorted((v for v in values if len(v) >= _MIN_SECRET_CHARS), key=len, reverse=True)
+
+
+def redact_secrets(text: str, env_names: Iterable[str] = ()) -> str:
+    """``text`` with the value of every secret-holding environment variable replaced by ``[REDACTED]``:
+    those named in ``env_names`` and any ``*_KEY``/``*_TOKEN``/``*_SECRET``/``*PASSWORD`` variable."""
+    for value in _secret_values(env_names):
+        text = text.replace(value, _REDACTED)
+    return text
+
+
+def _redact_exception_chain(exc: BaseException, env_names: Iterable[str]) -> None:
+    """Redact the messages of ``exc`` and its causes in place, so a chained traceback leaks no key."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        try:
+            e.args = tuple(redact_secrets(a, env_names) if isinstance(a, str) else a for a in e.args)
+            if isinstance(getattr(e, "message", None), str):
+                e.message = redact_secrets(e.message, env_names)  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):  # read-only attributes on some exception types
+            pass
+        e = e.__cause__ or e.__context__
+
+
+class _UnusableCompletion(Exception):
+    """A 200 response that cannot be used (empty, malformed): a transient fault, retried."""
+
+
 def _status_of(exc: BaseException) -> int | None:
     code = getattr(exc, "status_code", None)
     try:
@@ -116,6 +190,8 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _UnusableCompletion):
+        return True
     litellm = import_litellm()
     ex = litellm.exceptions
     if isinstance(exc, (ex.Timeout, ex.APIConnectionError, ex.RateLimitError, ex.InternalServerError,
@@ -126,11 +202,38 @@ def _is_transient(exc: BaseException) -> bool:
     return _status_of(exc) in _TRANSIENT_STATUS
 
 
+def litellm_price(model: str) -> tuple[float, float] | None:
+    """``(input, output)`` dollars per 1M tokens from LiteLLM's own price map, or None if it does
+    not know ``model`` (roro-sdk's own providers are never in it)."""
+    if model.split("/", 1)[0] in _PROVIDER_HOOKS:
+        return None
+    litellm = import_litellm()
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # LiteLLM raises for any model it has no entry for
+        return None
+    prices = (info.get("input_cost_per_token"), info.get("output_cost_per_token"))
+    if any(not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0 for p in prices):
+        return None
+    return prices[0] * 1e6, prices[1] * 1e6
+
+
+def _priced_by_litellm(spec: ModelSpec) -> ModelSpec:
+    if spec.input_price_per_m is not None or spec.output_price_per_m is not None:
+        return spec  # the user's (even partial) prices are never overridden
+    prices = litellm_price(spec.model)
+    if prices is None:
+        return spec
+    return spec.model_copy(update={"input_price_per_m": prices[0], "output_price_per_m": prices[1], "price_source": "litellm"})
+
+
 class ModelPool:
     """A named set of models that can each write one reasoning step.
 
     Models are ordered from cheapest to most expensive (by output price, then input price; the
     given order breaks ties), so ``pool.small`` and ``pool.large`` mean what routers expect.
+    A model given without prices takes LiteLLM's price when LiteLLM knows it
+    (``spec.price_source == "litellm"``); one nobody can price is refused unless ``allow_unpriced``.
     """
 
     def __init__(
@@ -145,9 +248,10 @@ class ModelPool:
         specs: list[ModelSpec] = []
         for i, m in enumerate(models):
             try:
-                specs.append(m if isinstance(m, ModelSpec) else ModelSpec.model_validate(m))
-            except ValidationError as e:
-                raise PoolFileError(f"model #{i} of the pool is invalid:\n{e}") from None
+                spec = m if isinstance(m, ModelSpec) else ModelSpec.model_validate(m)
+            except ConfigError as e:
+                raise PoolFileError(f"model #{i} of the pool is invalid: {e}") from e
+            specs.append(_priced_by_litellm(spec))
         if not specs:
             raise PoolFileError("a pool needs at least one model")
         names = [s.name for s in specs]
@@ -159,10 +263,11 @@ class ModelPool:
                 raise PoolFileError(f"model {s.name!r} falls back to {s.fallback!r}, which is not in the pool ({', '.join(names)})")
             if s.fallback == s.name:
                 raise PoolFileError(f"model {s.name!r} cannot fall back to itself")
-        unpriced = [s.name for s in specs if not s.priced]
+        unpriced = [f"{s.name} ({s.model})" for s in specs if not s.priced]
         if unpriced and not allow_unpriced:
             raise UnpricedModelError(
-                f"no price for {', '.join(unpriced)}: set input_price_per_m and output_price_per_m "
+                f"no price for {', '.join(unpriced)}, and LiteLLM's price map does not know it either: "
+                "set input_price_per_m and output_price_per_m "
                 "(dollars per 1M tokens; 0 for a free local model), or pass allow_unpriced=True to "
                 "accept them with costs flagged as unpriced"
             )
@@ -209,8 +314,11 @@ class ModelPool:
             prompt = PromptTemplate.model_validate(data["prompt"]) if data.get("prompt") else None
         except ValidationError as e:
             raise PoolFileError(f"{source}: invalid prompt section:\n{e}") from None
+        allow_unpriced = data.get("allow_unpriced", False)
+        if not isinstance(allow_unpriced, bool):  # bool("false") is True
+            raise PoolFileError(f"{source}: allow_unpriced must be true or false, not {allow_unpriced!r}")
         try:
-            return cls(data["models"], allow_unpriced=bool(data.get("allow_unpriced", False)), prompt=prompt)
+            return cls(data["models"], allow_unpriced=allow_unpriced, prompt=prompt)
         except PoolFileError as e:
             raise PoolFileError(f"{source}: {e}") from None
 
@@ -252,22 +360,38 @@ class ModelPool:
         if missing:
             raise MissingAPIKeyError(f"environment variable(s) not set: {', '.join(missing)}; export them before running")
 
+    def redact(self, text: str) -> str:
+        """``text`` without the values of this pool's key variables or any other secret variable."""
+        return redact_secrets(text, [s.api_key_env for s in self.specs if s.api_key_env])
+
     # ----- cost estimates ---------------------------------------------------------------------
     def messages(self, name: str, question: str, steps: Sequence[str]) -> list[dict[str, str]]:
         return self.prompt.messages(self[name].mode, question, steps)
 
-    def max_input_tokens(self, name: str, question: str, steps: Sequence[str]) -> int:
-        """An upper bound on the input tokens of a step request.
+    def input_token_bound(self, name: str, messages: Sequence[dict[str, Any]]) -> int:
+        """The input tokens a request with ``messages`` is budgeted at (see the module docstring)."""
+        spec = self[name]
+        exact = _own_provider_prompt_tokens(spec, messages)
+        if exact is not None:
+            return exact
+        try:
+            counted = import_litellm().token_counter(model=spec.model, messages=list(messages))
+        except Exception:  # no tokenizer at all: UTF-8 bytes bound any byte-level BPE's tokens
+            counted = sum(len(str(m.get("content") or "").encode("utf-8")) for m in messages)
+            return counted + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
+        return math.ceil(counted * (1 + INPUT_TOKEN_MARGIN)) + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
 
-        UTF-8 bytes bound the tokens of any byte-level BPE tokenizer, so the budget check can
-        promise that a started step never overshoots the budget.
-        """
-        msgs = self.messages(name, question, steps)
-        return sum(len(m["content"].encode("utf-8")) + _TEMPLATE_TOKENS_PER_MESSAGE for m in msgs)
+    def call_cost_bound(self, name: str, messages: Sequence[dict[str, Any]], max_tokens: int) -> float:
+        """The most a request may cost: its input bound plus ``max_tokens`` output tokens."""
+        return self[name].cost(self.input_token_bound(name, messages), max_tokens)
+
+    def max_input_tokens(self, name: str, question: str, steps: Sequence[str]) -> int:
+        """:meth:`input_token_bound` of the step request after ``steps``."""
+        return self.input_token_bound(name, self.messages(name, question, steps))
 
     def max_step_cost(self, name: str, question: str, steps: Sequence[str], max_tokens: int | None = None) -> float:
-        spec = self[name]
-        return spec.cost(self.max_input_tokens(name, question, steps), max_tokens or spec.max_tokens_per_step)
+        """:meth:`call_cost_bound` of the step request after ``steps``."""
+        return self.call_cost_bound(name, self.messages(name, question, steps), max_tokens or self[name].max_tokens_per_step)
 
     # ----- generation -------------------------------------------------------------------------
     def _kwargs(self, spec: ModelSpec, max_tokens: int, logprobs: bool, top_logprobs: int | None) -> dict[str, Any]:
@@ -321,22 +445,34 @@ class ModelPool:
         use_fallback: bool = True,
         cut: bool = True,
         overrides: dict[str, Any] | None = None,
+        allow_empty: bool = True,
+        before_call: BeforeCall | None = None,
+        on_paid: OnPaid | None = None,
     ) -> Generation:
         """Ask model ``name`` for the next step after ``steps``.
 
-        Transient failures are retried with backoff; when retries run out and the model has a
-        fallback, the fallback writes the step (recorded in ``fallback_from``). Permanent failures
-        raise :class:`PermanentModelError` at once.
+        Transient failures (and 200 responses without choices or message, and empty completions
+        unless ``allow_empty``) are retried with backoff; when retries run out and the model has
+        a fallback, the fallback writes the step (recorded in ``fallback_from``). Permanent
+        failures raise :class:`PermanentModelError` at once.
+
+        ``before_call(model_name, messages, max_tokens)`` runs before every request, the
+        fallback's included, and refuses it by raising (a :class:`RoroError`, which propagates
+        as it is). ``on_paid(generation)`` receives every completion obtained, cache hits and
+        discarded ones (``generation.discarded`` says why) included, so a caller can account
+        for every call that may be billed.
         """
         spec = self[name]
         try:
-            return await self._call_with_retries(spec, question, steps, max_tokens, logprobs, top_logprobs, messages, cut, overrides)
+            return await self._call_with_retries(spec, question, steps, max_tokens, logprobs, top_logprobs, messages, cut,
+                                                 overrides, allow_empty, before_call, on_paid)
         except TransientModelError:
             if not (use_fallback and spec.fallback):
                 raise
             gen = await self.agenerate(spec.fallback, question, steps, max_tokens=max_tokens, logprobs=logprobs,
                                        top_logprobs=top_logprobs, messages=messages, use_fallback=False, cut=cut,
-                                       overrides=overrides)
+                                       overrides=overrides, allow_empty=allow_empty, before_call=before_call,
+                                       on_paid=on_paid)
             gen.fallback_from = name
             gen.retries += spec.max_retries
             return gen
@@ -347,7 +483,8 @@ class ModelPool:
 
         return run_sync(self.agenerate(name, question, steps, **kw))
 
-    async def _call_with_retries(self, spec, question, steps, max_tokens, logprobs, top_logprobs, messages, cut, overrides) -> Generation:
+    async def _call_with_retries(self, spec, question, steps, max_tokens, logprobs, top_logprobs, messages, cut, overrides,
+                                 allow_empty, before_call, on_paid) -> Generation:
         litellm = import_litellm()
         self._ensure_provider(spec.model)
         msgs = messages if messages is not None else self.prompt.messages(spec.mode, question, steps)
@@ -362,8 +499,13 @@ class ModelPool:
 
             key = cache_key(kwargs, msgs, cut=cut)
             hit = self.cache.get(key)
-            if hit is not None:
-                return self._from_cache(spec, hit, time.perf_counter() - t0)
+            if hit is not None and (allow_empty or str(hit.get("text") or "").strip()):
+                if before_call is not None:
+                    before_call(spec.name, msgs, max_tokens)  # a hit is accounted at current prices
+                gen = self._from_cache(spec, hit, time.perf_counter() - t0)
+                if on_paid is not None:
+                    on_paid(gen)
+                return gen
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(spec.max_retries + 1),
@@ -373,21 +515,36 @@ class ModelPool:
             ):
                 with attempt:
                     attempts += 1
+                    if before_call is not None:
+                        before_call(spec.name, msgs, max_tokens)
                     t0 = time.perf_counter()
                     resp = await litellm.acompletion(messages=msgs, **kwargs)
+                    gen = self._parse(spec, resp, msgs, time.perf_counter() - t0, attempts - 1, cut)
+                    if gen.discarded is None and not allow_empty and not gen.text.strip():
+                        gen.discarded = f"empty completion (finish_reason={gen.finish_reason})"
+                    if on_paid is not None:
+                        on_paid(gen)
+                    if gen.discarded is not None:
+                        raise _UnusableCompletion(gen.discarded)
+        except RoroError:
+            raise  # a refusal from before_call (a budget) or a typed error: not the provider's
         except Exception as e:
-            status = _status_of(e)
-            detail = f"{type(e).__name__}: {str(e)[:300]}"
-            if _is_transient(e):
-                raise TransientModelError(f"model {spec.name!r} failed after {attempts} attempt(s): {detail}", model=spec.name, status_code=status) from None
-            raise PermanentModelError(f"model {spec.name!r} rejected the request: {detail}", model=spec.name, status_code=status) from None
-        latency = time.perf_counter() - t0
-        gen = self._parse(spec, resp, msgs, latency, attempts - 1, cut)
+            raise self._call_error(spec, e, attempts) from e
         if key is not None:
             self.cache.put(key, {"text": gen.text, "input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens,
                                  "cost_usd": gen.cost_usd, "latency_s": gen.latency_s, "finish_reason": gen.finish_reason,
                                  "token_logprobs": gen.token_logprobs, "top_logprobs": gen.top_logprobs}, model=spec.name)
         return gen
+
+    def _call_error(self, spec: ModelSpec, e: Exception, attempts: int) -> ModelCallError:
+        names = [s.api_key_env for s in self.specs if s.api_key_env]
+        _redact_exception_chain(e, names)
+        detail = str(e)[:300] if isinstance(e, _UnusableCompletion) else f"{type(e).__name__}: {str(e)[:300]}"
+        detail = redact_secrets(detail, names)
+        status = _status_of(e)
+        if _is_transient(e):
+            return TransientModelError(f"model {spec.name!r} failed after {attempts} attempt(s): {detail}", model=spec.name, status_code=status)
+        return PermanentModelError(f"model {spec.name!r} rejected the request: {detail}", model=spec.name, status_code=status)
 
     @staticmethod
     def _from_cache(spec: ModelSpec, rec: dict[str, Any], latency: float) -> Generation:
@@ -398,8 +555,18 @@ class ModelPool:
                           cached=True)
 
     def _parse(self, spec: ModelSpec, resp: Any, msgs: list[dict[str, str]], latency: float, retries: int, cut: bool) -> Generation:
-        choice = resp.choices[0]
-        raw_text = (choice.message.content or "") if hasattr(choice, "message") else (getattr(choice, "text", "") or "")
+        """A Generation from any response; one that cannot be used has ``discarded`` set (its
+        tokens still count: the provider may have billed them)."""
+        choices = _get(resp, "choices") or []
+        choice = choices[0] if choices else None
+        message = _get(choice, "message") if choice is not None else None
+        content = _get(message, "content") if message is not None else _get(choice, "text") if choice is not None else None
+        discarded = None
+        if choice is None:
+            discarded = "malformed response: no choices"
+        elif message is None and _get(choice, "text") is None:
+            discarded = "malformed response: a choice without a message"
+        raw_text = content if isinstance(content, str) else ""
         text = cut_at_delimiter(raw_text, self.prompt.delimiter) if cut else raw_text
         usage = getattr(resp, "usage", None)
         in_tok = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
@@ -410,7 +577,10 @@ class ModelPool:
                 in_tok = litellm.token_counter(model=spec.model, messages=msgs)
             if not out_tok and raw_text:
                 out_tok = litellm.token_counter(model=spec.model, text=raw_text)
-        lps, tops = _read_logprobs(getattr(choice, "logprobs", None))
+        try:
+            lps, tops = _read_logprobs(_get(choice, "logprobs") if choice is not None else None)
+        except (TypeError, ValueError):  # logprobs that are not numbers: treated as absent
+            lps, tops = None, None
         return Generation(
             model=spec.name,
             text=text,
@@ -420,11 +590,30 @@ class ModelPool:
             priced=spec.priced,
             latency_s=latency,
             retries=retries,
-            finish_reason=getattr(choice, "finish_reason", None),
+            finish_reason=_get(choice, "finish_reason") if choice is not None else None,
             token_logprobs=lps,
             top_logprobs=tops,
             raw=resp,
+            discarded=discarded,
         )
+
+
+def _own_provider_prompt_tokens(spec: ModelSpec, messages: Sequence[dict[str, Any]]) -> int | None:
+    """The exact input tokens roro-sdk's own providers will report, else None: a ``roro_local``
+    model's tokenizer and chat template, or the ``roro_sim`` bench's token accounting."""
+    provider, _, name = spec.model.partition("/")
+    try:
+        if provider == "roro_local":
+            from .local.provider import get_local_engine
+
+            return len(get_local_engine(name).encode(list(messages))[0])
+        if provider == "roro_sim":
+            from .sim.provider import sim_complete
+
+            return int(sim_complete(name, list(messages), {}, spec.api_base)["prompt_tokens"])
+    except Exception:  # not answerable here: the call itself will report why; count generically
+        return None
+    return None
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -1,8 +1,14 @@
 """The stepwise loop: ask the router, let the chosen model write the next step, record, repeat.
 
 A run stops at the first of: an answer marker in a step, ``max_steps``, the token budget, the
-cost budget (checked *before* each call, so a step that could overshoot is never started), a
-repeated step, an empty step, or a model error (which fails that query only).
+cost budget (checked *before* each request, so a call that could overshoot is never made; see
+:mod:`roro_sdk.pool` for the bound), a repeated step, or an error (which fails that query only).
+
+Errors: a model that stays unusable after retries and its fallback (failures, empty or malformed
+completions), a router that cannot decide, an answer checker that raises -- each ends that
+query with ``stop_reason="error"`` and ``traj.error`` (secrets redacted), never the batch.
+Every paid call is in the trajectory: in the step it served (``Step.side_calls``) or, when no
+step came of it, in ``Trajectory.side_calls``; ``traj.usage``/``cost_usd`` sum them all.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .answers import check_answer, extract_answer, find_marked_answer
-from .errors import BudgetError, ConfigError, ModelCallError, RouterError
+from .errors import BudgetError, ConfigError, ModelCallError, RoroError, RouterError
 from .pool import Generation, ModelPool
 from .routers.base import BudgetExhausted, Decision, Router, RoutingState
-from .types import Query, Step, StopReason, Trajectory, Usage
+from .types import Query, Step, StopReason, Trajectory
 
 __all__ = ["StepwiseRuntime", "as_query"]
 
@@ -85,23 +91,31 @@ class StepwiseRuntime:
 
     # ----- one query ---------------------------------------------------------------------------
     async def arun(self, query: Query | str | dict, *, raise_on_error: bool = True) -> Trajectory:
-        """Route one query to the end. Model errors raise (typed) unless ``raise_on_error=False``,
-        in which case the trajectory records them with ``stop_reason="error"``."""
+        """Route one query to the end. An error (a model's, a router's, the checker's, or any
+        other exception) is recorded in the trajectory (``stop_reason="error"``, ``error``) and
+        then raised, unless ``raise_on_error=False``, which returns the trajectory instead."""
         q = as_query(query)
         self.pool.check_keys()
         traj = Trajectory(query=q, router=self.router.name)
         state = RoutingState(query=q, steps=traj.steps, pool=self.pool, max_steps=self.max_steps,
                              cost_budget=self.cost_budget, token_budget=self.token_budget)
         t0 = time.perf_counter()
+        failure: Exception | None = None
         try:
             traj.stop_reason = await self._loop(state, traj)
-        except ModelCallError as e:
-            traj.stop_reason, traj.error = "error", str(e)
-            if raise_on_error:
-                raise
-        finally:
-            traj.wall_time_s = time.perf_counter() - t0
+        except Exception as e:  # one query's failure of any kind is that query's, never the batch's
+            failure = e
+            self._fail(traj, e)
+        traj.wall_time_s = time.perf_counter() - t0
+        self._keep_unrecorded_calls(traj, state)
+        try:
             self._finish(traj, state)
+        except Exception as e:  # a checker that raises on one answer fails that query only
+            if failure is None:
+                failure = e
+                self._fail(traj, e, what="checking the answer")
+        if failure is not None and raise_on_error:
+            raise failure
         return traj
 
     def run(self, query: Query | str | dict, **kw) -> Trajectory:
@@ -116,19 +130,19 @@ class StepwiseRuntime:
                 return "max_steps"
             if state.remaining_tokens is not None and state.remaining_tokens <= 0:
                 return "token_budget"
-            spent_before = state.spent
             try:
                 decision = await self.router.adecide(state)
                 gen = decision.step or await self._write(state, decision)
             except BudgetExhausted as e:
-                self._keep_dangling(traj, state, spent_before, str(e))
-                return "token_budget" if str(e) == "token budget" else "cost_budget"
+                traj.metadata["budget_stop"] = str(e)
+                return "token_budget" if e.kind == "token" else "cost_budget"
+            if not gen.text.strip():
+                # an empty step is a failed step, not an answer: the query is retried on resume
+                raise ModelCallError(f"model {gen.model!r} wrote an empty step {len(traj.steps)}", model=gen.model)
             step = self._record(state, decision, gen)
             traj.steps.append(step)
             if find_marked_answer(step.text) is not None:
                 return "answer"
-            if not step.text.strip():
-                return "empty"
             key = " ".join(step.text.split())
             if self.stop_on_repeat and key in seen:
                 return "repeat"
@@ -140,9 +154,15 @@ class StepwiseRuntime:
         return await state.generate(d.model, purpose="step")
 
     def _record(self, state: RoutingState, d: Decision, gen: Generation) -> Step:
-        if d.step is not None and d.step is gen:
-            pass  # an accepted draft: its cost is already in state.spent
-        side = [g.as_call_record(purpose) for purpose, g in d.side_calls]
+        """The step, with every call paid for it: those the router reports and those it does not."""
+        seen = {id(g) for _, g in state.paid_calls}
+        for purpose, g in [("step", gen), *d.side_calls]:
+            if id(g) not in seen:  # made outside state.generate: it counts all the same
+                seen.add(id(g))
+                state.spent = state.spent + g.usage
+                state.paid_calls.append((purpose, g))
+        side = [g.as_call_record(purpose) for purpose, g in state.paid_calls if g is not gen]
+        state.paid_calls.clear()
         return Step(
             index=len(state.steps), model=gen.model, text=gen.text, input_tokens=gen.input_tokens,
             output_tokens=gen.output_tokens, cost_usd=gen.cost_usd, priced=gen.priced, latency_s=gen.latency_s,
@@ -151,20 +171,21 @@ class StepwiseRuntime:
         )
 
     @staticmethod
-    def _keep_dangling(traj: Trajectory, state: RoutingState, before: Usage, why: str) -> None:
-        """A router spent on side calls for a step that was never taken: keep that cost visible."""
-        extra = Usage(input_tokens=state.spent.input_tokens - before.input_tokens,
-                      output_tokens=state.spent.output_tokens - before.output_tokens,
-                      cost_usd=state.spent.cost_usd - before.cost_usd)
-        traj.metadata["budget_stop"] = why
-        if extra.cost_usd > 0 or extra.total_tokens > 0:
-            traj.metadata["unrecorded_side_usage"] = extra.model_dump()
+    def _keep_unrecorded_calls(traj: Trajectory, state: RoutingState) -> None:
+        """Calls paid for a step that was never taken (a budget stop, an error) stay in the trajectory."""
+        traj.side_calls.extend(g.as_call_record(purpose) for purpose, g in state.paid_calls)
+        state.paid_calls.clear()
+
+    def _fail(self, traj: Trajectory, e: Exception, what: str = "") -> None:
+        msg = str(e) if isinstance(e, RoroError) else f"{type(e).__name__}: {e}"
+        traj.stop_reason = "error"
+        traj.error = self.pool.redact(f"{what}: {msg}" if what else msg)
 
     def _finish(self, traj: Trajectory, state: RoutingState) -> None:
+        traj.metadata["spent_usd"] = state.spent.cost_usd
         text = traj.text(self.pool.prompt.delimiter)
         traj.answer = extract_answer(text) if text else None
         traj.correct = self.checker(traj.answer, traj.query)
-        traj.metadata["spent_usd"] = state.spent.cost_usd
 
     # ----- many queries --------------------------------------------------------------------------
     async def arun_many(

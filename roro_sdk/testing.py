@@ -70,6 +70,10 @@ class FakeOpenAIServer:
 
     ``inject(model, [429, 500, "timeout", "reset", 200, ...])`` queues outcomes for that model's next
     requests; ``latency_s`` delays every answer; ``requests`` records every request body.
+    Faults of a 200 response: ``"empty"`` (content ""), ``"null_content"`` (content null),
+    ``"no_choices"`` (``choices: []``), ``"no_message"`` (a choice without a message); and
+    ``"echo_key"``: a 401 whose error message echoes the request's Authorization header, as some
+    providers do.
     """
 
     def __init__(self, models: dict[str, FakeModel] | None = None, *, latency_s: float = 0.0,
@@ -165,11 +169,18 @@ class FakeOpenAIServer:
         elif plan == "reset":
             request.transport.close()
             return web.Response(status=500)
+        elif plan == "echo_key":
+            auth = request.headers.get("Authorization", "")
+            return web.json_response({"error": {"message": f"invalid credentials: {auth}", "type": "invalid_request_error",
+                                                "code": 401}}, status=401)
         elif isinstance(plan, int) and plan != 200:
             return web.json_response({"error": {"message": f"injected {plan}", "type": "injected", "code": plan}}, status=plan)
         if model not in self.models:
             return web.json_response({"error": {"message": f"model {model} not found", "type": "invalid_request_error"}}, status=404)
-        return web.json_response(self._complete(model, body))
+        out = self._complete(model, body)
+        if plan in _FAULTS_200:
+            _malform(out, plan)
+        return web.json_response(out)
 
     def _complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         fm = self.models[model]
@@ -214,6 +225,23 @@ class FakeOpenAIServer:
                 content.append({"token": w, "logprob": lp, "bytes": None, "top_logprobs": tops})
             out["choices"][0]["logprobs"] = {"content": content}
         return out
+
+
+_FAULTS_200 = ("empty", "null_content", "no_choices", "no_message")
+
+
+def _malform(out: dict[str, Any], fault: str) -> None:
+    """Turn a good completion into the 200-response fault ``fault`` (see FakeOpenAIServer)."""
+    choice = out["choices"][0]
+    if fault in ("empty", "null_content"):
+        choice["message"]["content"] = "" if fault == "empty" else None
+        choice.pop("logprobs", None)
+        out["usage"]["completion_tokens"] = 0
+        out["usage"]["total_tokens"] = out["usage"]["prompt_tokens"]
+    elif fault == "no_choices":
+        out["choices"] = []
+    elif fault == "no_message":
+        del choice["message"]
 
 
 class ScriptedRouter(Router):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
 
 __all__ = [
     "GenerationMode",
@@ -29,10 +31,59 @@ StopReason = Literal["answer", "max_steps", "token_budget", "cost_budget", "repe
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/NaN are written as the JSON constants Infinity/NaN, which reading accepts: pydantic's
+    # default (null) would write lines that can never be read back.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, ser_json_inf_nan="constants")
 
 
-class SamplingParams(_Model):
+def _config_error(model: str, e: ValidationError) -> ConfigError:
+    """One line per bad field; the input is echoed only when it is a plain number (never a key)."""
+    lines = []
+    for err in e.errors():
+        field = ".".join(str(x) for x in err["loc"])
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, ConfigError):  # a nested config model already named its field
+            lines.append(f"{model} field {field!r}: {inner}" if field else str(inner))
+            continue
+        field = field or "(model)"
+        got = err.get("input")
+        shown = f" (got {got!r})" if isinstance(got, (int, float, bool)) or got is None else ""
+        lines.append(f"{model} field {field!r}: {err['msg'].removeprefix('Value error, ')}{shown}")
+    return ConfigError("; ".join(lines))
+
+
+class _ConfigModel(_Model):
+    """A configuration model: bad values raise :class:`ConfigError` naming the field, not pydantic's
+    ``ValidationError`` (construction, ``model_validate``, ``model_validate_json`` and assignment)."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _config_error(type(self).__name__, e) from e
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kw: Any):  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kw)
+        except ValidationError as e:
+            raise _config_error(cls.__name__, e) from e
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, **kw: Any):  # type: ignore[override]
+        try:
+            return super().model_validate_json(json_data, **kw)
+        except ValidationError as e:
+            raise _config_error(cls.__name__, e) from e
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise _config_error(type(self).__name__, e) from e
+
+
+class SamplingParams(_ConfigModel):
     """Sampling for one step. Defaults follow SpecReason's settings for reasoning models."""
 
     temperature: float = Field(0.6, ge=0.0, le=5.0)
@@ -40,21 +91,25 @@ class SamplingParams(_Model):
     seed: int | None = None
 
 
-class ModelSpec(_Model):
+class ModelSpec(_ConfigModel):
     """One model of a pool.
 
     ``api_key_env`` holds the *name* of an environment variable, never the key itself, so pool
     files can be committed and keys never reach logs or trajectory files.
-    Prices are US dollars per one million tokens. ``None`` means "unknown": the pool refuses such
-    a model unless told to accept unpriced models, and then flags every cost it computes.
+    Prices are US dollars per one million tokens, finite and non-negative. ``None`` means
+    "unknown": the pool then takes LiteLLM's price for the model when LiteLLM knows it
+    (``price_source="litellm"``), and otherwise refuses the model unless told to accept unpriced
+    models, and then flags every cost it computes. Prices given here have ``price_source="user"``.
+    Invalid values raise :class:`~roro_sdk.errors.ConfigError` naming the field.
     """
 
     name: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, description="LiteLLM model string, e.g. 'openai/gpt-4o-mini'")
     api_base: str | None = None
     api_key_env: str | None = None
-    input_price_per_m: float | None = Field(None, ge=0.0)
-    output_price_per_m: float | None = Field(None, ge=0.0)
+    input_price_per_m: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    output_price_per_m: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    price_source: Literal["user", "litellm"] | None = Field(None, description="who set the prices (None: unpriced)")
     max_tokens_per_step: int = Field(512, ge=1, le=32768)
     mode: GenerationMode = "chat"
     sampling: SamplingParams = Field(default_factory=SamplingParams)
@@ -62,6 +117,14 @@ class ModelSpec(_Model):
     timeout_s: float = Field(60.0, gt=0.0)
     max_retries: int = Field(3, ge=0, le=20)
     extra: dict[str, Any] = Field(default_factory=dict, description="extra kwargs passed to litellm")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prices_given_are_the_users(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("price_source") is None and \
+                data.get("input_price_per_m") is not None and data.get("output_price_per_m") is not None:
+            data = {**data, "price_source": "user"}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -132,6 +195,10 @@ class CallRecord(_Model):
     priced: bool = True
     latency_s: float = 0.0
 
+    @property
+    def usage(self) -> Usage:
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd, priced=self.priced)
+
 
 class Step(_Model):
     """One reasoning step of a trajectory and everything needed to audit how it was produced."""
@@ -157,7 +224,7 @@ class Step(_Model):
         """The step's own call plus its side calls (drafts, verifications)."""
         u = Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd, priced=self.priced)
         for c in self.side_calls:
-            u = u + Usage(input_tokens=c.input_tokens, output_tokens=c.output_tokens, cost_usd=c.cost_usd, priced=c.priced)
+            u = u + c.usage
         return u
 
 
@@ -190,6 +257,10 @@ class Trajectory(_Model):
     stop_reason: StopReason | None = None
     error: str | None = None
     wall_time_s: float = 0.0
+    side_calls: list[CallRecord] = Field(
+        default_factory=list,
+        description="paid calls that belong to no step: side calls of a step that was never taken "
+                    "(a budget stop or an error after a probe or draft) and discarded attempts")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -201,9 +272,12 @@ class Trajectory(_Model):
 
     @property
     def usage(self) -> Usage:
+        """Every paid call: the steps, their side calls, and the side calls of no step."""
         total = Usage()
         for s in self.steps:
             total = total + s.usage
+        for c in self.side_calls:
+            total = total + c.usage
         return total
 
     @property
@@ -226,6 +300,8 @@ class Trajectory(_Model):
             out[s.model] = out.get(s.model, 0) + s.output_tokens
             for c in s.side_calls:
                 out[c.model] = out.get(c.model, 0) + c.output_tokens
+        for c in self.side_calls:
+            out[c.model] = out.get(c.model, 0) + c.output_tokens
         return out
 
     def share_of(self, model: str) -> float:

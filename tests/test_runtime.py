@@ -44,11 +44,13 @@ def test_repeated_step_stops(server):
     assert t.stop_reason == "repeat" and len(t.steps) == 2
 
 
-def test_empty_step_stops(server):
+def test_empty_step_stops_as_an_error(server):
+    # an empty step is a failed step (retried, then the query is an error), never a final answer
     server.models["small"] = FakeModel(step_text=lambda k, body: "")
-    pool = ModelPool([server.spec("small", price=(0, 0))], retry=FAST_RETRY)
-    t = StepwiseRuntime(pool, FixedRouter()).run("q")
-    assert t.stop_reason == "empty"
+    pool = ModelPool([server.spec("small", price=(0, 0), max_retries=1)], retry=FAST_RETRY)
+    t = StepwiseRuntime(pool, FixedRouter()).run("q", raise_on_error=False)
+    assert t.stop_reason == "error" and "empty completion" in t.error
+    assert not t.steps and len(t.side_calls) == 2  # both paid attempts are kept
 
 
 def test_token_budget_is_never_exceeded(pool):

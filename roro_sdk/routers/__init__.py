@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..errors import RouterError
 from .base import BudgetExhausted, Decision, Router, RoutingState
 from .drafting import ConfidenceRouter, SpecReasonRouter, TrimRouter
@@ -46,27 +48,33 @@ def make_router(spec: str, *, seed: int = 0) -> Router:
     if spec in ("all-large", "large"):
         return FixedRouter(tier=-1)
     kind, _, arg = spec.partition(":")
-    try:
-        if kind == "fixed" and arg:
-            return FixedRouter(arg)
-        if kind == "budget" and arg:
-            return BudgetGuard(make_router(arg, seed=seed))
-        if kind == "policy" and arg:
-            from ..policy.router import PolicyRouter
+    if kind == "fixed" and arg:
+        return FixedRouter(arg)
+    if kind == "budget" and arg:
+        return BudgetGuard(make_router(arg, seed=seed))
+    if kind == "policy" and arg:
+        from ..policy.router import PolicyRouter
 
-            return PolicyRouter.load(arg)
-        value = float(arg) if arg else None
-        if kind == "random":
-            return RandomRouter(p_large=0.5 if value is None else value, seed=seed)
-        if kind == "steer":
-            return ConfidenceRouter(0.8 if value is None else value)
-        if kind == "specreason":
-            return SpecReasonRouter(7.0 if value is None else value)
-        if kind == "trim":
-            return TrimRouter(0.3 if value is None else value)
-        if kind == "query":
-            return QueryLevelRouter(0.5 if value is None else value)
-    except ValueError:
-        raise RouterError(f"router spec {spec!r}: {arg!r} is not a number") from None
+        return PolicyRouter.load(arg)
+    numeric = {
+        "random": (0.5, lambda v: RandomRouter(p_large=v, seed=seed)),
+        "steer": (0.8, ConfidenceRouter),
+        "specreason": (7.0, SpecReasonRouter),
+        "trim": (0.3, TrimRouter),
+        "query": (0.5, QueryLevelRouter),
+    }
+    if kind in numeric:
+        default, build = numeric[kind]
+        return build(_number(spec, arg) if arg else default)
     known = ", ".join(ROUTER_SPECS)
     raise RouterError(f"unknown router {spec!r}; known: {known}")
+
+
+def _number(spec: str, arg: str) -> float:
+    try:
+        value = float(arg)
+    except ValueError:
+        raise RouterError(f"router spec {spec!r}: {arg!r} is not a number") from None
+    if not math.isfinite(value):
+        raise RouterError(f"router spec {spec!r}: {arg!r} must be a finite number")
+    return value

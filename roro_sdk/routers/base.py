@@ -2,7 +2,8 @@
 
 A router sees a :class:`RoutingState` and returns a :class:`Decision`. Routers that need to look
 at a draft first (SpecReason, TRIM, STEER) call models through ``state.generate``, which checks
-the cost budget *before* each call and records the call's cost, so nothing a router spends is
+the budgets *before* every request the pool sends for it (retries and the fallback model
+included) and records every completion the provider returned, so nothing a router spends is
 hidden from the trajectory.
 """
 
@@ -13,15 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RouterError
+from ..errors import RoroError, RouterError
 from ..pool import Generation, ModelPool
 from ..types import Query, Step, Usage
 
 __all__ = ["Router", "Decision", "RoutingState", "BudgetExhausted"]
 
 
-class BudgetExhausted(Exception):
-    """Internal signal: the next call would overshoot the cost budget, so the run stops here."""
+class BudgetExhausted(RoroError):
+    """The next call could overshoot a budget, so the run stops here (the runtime turns it into
+    ``stop_reason="cost_budget"`` or ``"token_budget"``; ``kind`` says which)."""
+
+    def __init__(self, message: str, *, kind: str = "cost"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -52,6 +58,9 @@ class RoutingState:
     token_budget: int | None = None
     spent: Usage = field(default_factory=Usage)
     memo: dict[str, Any] = field(default_factory=dict)
+    # Every completion paid for since the runtime last recorded a step, as (purpose, generation);
+    # the runtime moves them into the trajectory, so none is lost whatever the router reports.
+    paid_calls: list[tuple[str, Generation]] = field(default_factory=list)
 
     @property
     def step_index(self) -> int:
@@ -70,6 +79,7 @@ class RoutingState:
         return None if self.token_budget is None else self.token_budget - self.spent.output_tokens
 
     def can_afford(self, model: str, max_tokens: int | None = None) -> bool:
+        """Whether a step request to ``model`` passes the cost check that :meth:`generate` makes."""
         if self.cost_budget is None:
             return True
         return self.pool.max_step_cost(model, self.query.question, self.step_texts, max_tokens) <= self.remaining_cost + 1e-15
@@ -81,25 +91,39 @@ class RoutingState:
 
     async def generate(self, model: str, *, purpose: str = "draft", max_tokens: int | None = None,
                        steps: Sequence[str] | None = None, **kw: Any) -> Generation:
-        """Call a model on this query, budget-checked; the cost is added to ``spent``.
+        """Call a model on this query; every request it takes is budget-checked first.
 
-        Raises :class:`BudgetExhausted` when the call could overshoot the cost budget.
+        Each request the pool sends (retries and the fallback model included) must fit the
+        remaining budgets by :meth:`ModelPool.call_cost_bound`, else :class:`BudgetExhausted`.
+        Every completion returned is added to ``spent`` and ``paid_calls``. An empty or malformed
+        completion is a transient fault (retried, then the fallback) unless ``allow_empty=True``.
         """
         steps = self.step_texts if steps is None else list(steps)
         max_tokens = max_tokens or self.step_max_tokens(model)
         if max_tokens <= 0:
-            raise BudgetExhausted("token budget")
+            raise BudgetExhausted("token budget", kind="token")
+
+        def before_call(name: str, messages: list, n_tokens: int) -> None:
+            self.check_call(name, messages, n_tokens, purpose)
+
+        def on_paid(gen: Generation) -> None:
+            self.spent = self.spent + gen.usage
+            self.paid_calls.append((purpose if gen.discarded is None else f"{purpose} (discarded: {gen.discarded})", gen))
+
+        kw.setdefault("allow_empty", False)
+        return await self.pool.agenerate(model, self.query.question, steps, max_tokens=max_tokens,
+                                         before_call=before_call, on_paid=on_paid, **kw)
+
+    def check_call(self, model: str, messages: list, max_tokens: int, purpose: str = "call") -> None:
+        """Raise :class:`BudgetExhausted` unless a request of ``max_tokens`` output tokens with
+        ``messages`` to ``model`` fits the remaining token and cost budgets."""
+        rem_tokens = self.remaining_tokens
+        if rem_tokens is not None and max_tokens > rem_tokens:
+            raise BudgetExhausted("token budget", kind="token")
         if self.cost_budget is not None:
-            estimate = self.pool.max_step_cost(model, self.query.question, steps, max_tokens)
-            if kw.get("messages") is not None:
-                estimate = self.pool[model].cost(
-                    sum(len(m["content"].encode()) + 16 for m in kw["messages"]), max_tokens)
-            if estimate > self.remaining_cost + 1e-15:
-                raise BudgetExhausted(f"{purpose} with {model} could cost ${estimate:.6f}, ${self.remaining_cost:.6f} left")
-        gen = await self.pool.agenerate(model, self.query.question, steps, max_tokens=max_tokens, **kw)
-        self.spent = self.spent + Usage(input_tokens=gen.input_tokens, output_tokens=gen.output_tokens,
-                                        cost_usd=gen.cost_usd, priced=gen.priced)
-        return gen
+            bound = self.pool.call_cost_bound(model, messages, max_tokens)
+            if bound > self.remaining_cost + 1e-15:
+                raise BudgetExhausted(f"{purpose} with {model} could cost ${bound:.6f}, ${self.remaining_cost:.6f} left")
 
 
 class Router(ABC):

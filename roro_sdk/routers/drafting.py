@@ -138,6 +138,8 @@ class TrimRouter(_SmallLarge):
     def __init__(self, threshold: float = 0.3, *, scorer: StepScorer | None = None, small: str | None = None,
                  large: str | None = None, name: str | None = None):
         super().__init__(small, large)
+        if not math.isfinite(threshold):
+            raise RouterError(f"threshold must be a finite number, got {threshold}")
         self.threshold = threshold
         self.scorer = scorer or (lambda state, gen: draft_min_probability(gen))
         self.name = name or f"trim:{threshold:g}"

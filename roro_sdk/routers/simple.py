@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 from ..errors import RouterError
 from ..pool import ModelPool
-from .base import Decision, Router, RoutingState, one_hot
+from .base import BudgetExhausted, Decision, Router, RoutingState, one_hot
 
 __all__ = ["FixedRouter", "RandomRouter", "QueryLevelRouter", "BudgetGuard", "length_difficulty"]
 
@@ -87,6 +87,8 @@ class QueryLevelRouter(Router):
 
     def __init__(self, threshold: float = 0.5, *, scorer: Callable[[str], float] = length_difficulty,
                  small: str | None = None, large: str | None = None, name: str | None = None):
+        if not 0.0 <= threshold <= 1.0:  # NaN fails too
+            raise RouterError(f"threshold must be within [0, 1] (scores are), got {threshold}")
         self.threshold, self.scorer, self.small, self.large = threshold, scorer, small, large
         self.name = name or f"query:{threshold:g}"
 
@@ -109,7 +111,9 @@ class QueryLevelRouter(Router):
 
 class BudgetGuard(Router):
     """Wraps any router; forces the cheap model when the remaining cost budget runs low (below
-    ``min_fraction`` of the budget) or when the inner router's choice could not be afforded."""
+    ``min_fraction`` of the budget), when the inner router's choice could not be afforded, or
+    when the inner router could not afford a call of its own (SpecReason's verification by the
+    large model, say). The run stops at the budget only when the cheap step is unaffordable too."""
 
     def __init__(self, inner: Router, *, min_fraction: float = 0.2, cheap: str | None = None, name: str | None = None):
         if not 0.0 <= min_fraction <= 1.0:
@@ -126,7 +130,12 @@ class BudgetGuard(Router):
         if state.cost_budget is not None and state.cost_budget > 0:
             if state.remaining_cost / state.cost_budget < self.min_fraction:
                 return Decision(cheap, one_hot(state.pool.names, cheap), f"budget guard: under {self.min_fraction:.0%} of the budget left")
-        d = await self.inner.adecide(state)
+        try:
+            d = await self.inner.adecide(state)
+        except BudgetExhausted as e:
+            if e.kind != "cost":
+                raise
+            return Decision(cheap, one_hot(state.pool.names, cheap), f"budget guard: {self.inner.name} could not afford a call ({e})")
         if d.step is None and not state.can_afford(d.model, state.step_max_tokens(d.model)) and d.model != cheap:
             return Decision(cheap, one_hot(state.pool.names, cheap), f"budget guard: {d.model} unaffordable", side_calls=d.side_calls)
         return d
