@@ -224,7 +224,12 @@ def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory]
         for t in trajs:
             if base(t) not in rubrics:
                 todo.setdefault(base(t), t.query)
-        got = await gather_settled(rubricor.arubric, list(todo.values()), 8)
+        if not todo:
+            got = []
+        elif hasattr(rubricor, "arubric_many"):  # a local Rubricor batches them in one forward
+            got = await rubricor.arubric_many(list(todo.values()))
+        else:
+            got = await gather_settled(rubricor.arubric, list(todo.values()), 8)
         for b, r in zip(todo, got):
             if isinstance(r, RoroError):
                 errors.append(r)  # not cached: the next update asks again
@@ -232,7 +237,9 @@ def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory]
                 rubrics[b] = r
         idx = [i for i, t in enumerate(trajs) if base(t) in rubrics]
         items = [(trajs[i].query, rubrics[base(trajs[i])], trajs[i]) for i in idx]
-        if hasattr(judge, "ascore_many"):
+        if not items:
+            results = []
+        elif hasattr(judge, "ascore_many"):
             results = await judge.ascore_many(items)
         else:
             results = await gather_settled(lambda it: judge.ascore(*it), items, 8)
