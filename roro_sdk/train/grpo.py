@@ -204,7 +204,7 @@ def _slice(b: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Ten
     return {k: v[idx] for k, v in b.items()}
 
 
-ProcessScore = tuple["float | None", "list[float] | None"]
+ProcessScore = tuple[float | None, list[float] | None]
 
 
 def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory]
