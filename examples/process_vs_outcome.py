@@ -27,7 +27,7 @@ def run(kind: str, seed: int, updates: int, out: Path) -> dict:
         queries_per_update=4, group_size=8, minibatch_size=16, lr=1e-2, seed=seed,
         rewards={"lambda_p": 0.5 if process else 0.0, "lambda_c": 0.0, "gate": True},
         judge="sim-rule" if process else "none", step_process_weight=1.0 if process else 0.0,
-        out_dir=str(out / f"{kind}-seed{seed}"), resume=False,
+        out_dir=str(out / f"{kind}-seed{seed}"), overwrite=True,
     )
     return train_router(cfg)["eval"]
 

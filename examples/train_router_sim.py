@@ -8,7 +8,7 @@ from roro_sdk.eval import summarize
 from roro_sdk.train.grpo import _pool_and_queries, train_router
 from roro_sdk.train.grpo_config import load_grpo_config
 
-cfg = load_grpo_config("examples/configs/train_router_sim.yaml", out_dir="runs/example-router-sim", resume=False)
+cfg = load_grpo_config("examples/configs/train_router_sim.yaml", out_dir="runs/example-router-sim", overwrite=True)
 result = train_router(cfg, log=lambda r: print(f"update {r['update']:2d} reward {r['reward']:.3f} accuracy {r['accuracy']:.2f} "
                                                  f"large share {r['large_share']:.2f} entropy {r['entropy']:.3f}"))
 pool, _, eval_qs = _pool_and_queries(cfg)

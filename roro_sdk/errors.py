@@ -23,6 +23,9 @@ __all__ = [
     "DatasetError",
     "OutputValidationError",
     "TrainingConfigError",
+    "RunExistsError",
+    "UnsafeWeightsError",
+    "ProcessScoringError",
 ]
 
 
@@ -96,3 +99,15 @@ class OutputValidationError(RoroError):
 
 class TrainingConfigError(ConfigError):
     """A training configuration is invalid."""
+
+
+class RunExistsError(TrainingConfigError):
+    """A training output folder already holds a run and neither resuming nor overwriting was asked for."""
+
+
+class UnsafeWeightsError(ModelUnavailableError):
+    """A model or adapter folder holds only pickle weights (``.bin``/``.pt``); roro loads safetensors only."""
+
+
+class ProcessScoringError(RoroError):
+    """The Judge or Rubricor failed on every item it was given (a setup problem, not one bad reply)."""

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, ModelUnavailableError
+from .errors import ConfigError, ModelUnavailableError, UnsafeWeightsError
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -41,6 +41,7 @@ __all__ = [
     "add_lora",
     "save_adapter",
     "load_adapter",
+    "require_safetensors",
     "has_adapter",
     "unwrap_adapter",
     "decoder_of",
@@ -179,6 +180,25 @@ def save_model(model: Any, tokenizer: Any, folder: str | os.PathLike[str]) -> Pa
     return p
 
 
+# Weight files that are Python pickles: loading one can run arbitrary code, so they are refused.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def require_safetensors(folder: str | os.PathLike[str], what: str = "model") -> None:
+    """Refuse a local weights folder that holds pickle weights and no safetensors
+    (:class:`~roro_sdk.errors.UnsafeWeightsError` naming the file); anything else passes (a
+    non-folder is left to the loader)."""
+    p = Path(folder)
+    if not p.is_dir() or any(p.glob("*.safetensors")):
+        return
+    pickles = sorted(f for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES and f.is_file())
+    if pickles:
+        raise UnsafeWeightsError(
+            f"{pickles[0]} is a pickle checkpoint and {p} has no .safetensors weights: roro loads the {what} from "
+            "safetensors only (a pickle can run code when loaded). If you trust the file, convert it once, e.g. "
+            "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(new_folder, safe_serialization=True)")
+
+
 def _resolve(name_or_path: str) -> str:
     if Path(name_or_path).expanduser().exists():
         return str(Path(name_or_path).expanduser())
@@ -224,9 +244,10 @@ def load_causal_lm(name_or_path: str, *, adapter: str | os.PathLike[str] | None 
                  "float16": torch.float16, "fp16": torch.float16}.get(dtype)
         if dtype is None:
             raise ConfigError("dtype must be one of float32, bfloat16, float16")
+    require_safetensors(src)
     try:
         tok = _load_tokenizer(src, AutoTokenizer)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32, use_safetensors=True)
     except OSError as e:
         raise ModelUnavailableError(f"cannot load the causal LM {name_or_path!r}: {e}; pass a model folder, a "
                                     "local-registry name (see 'roro local list') or a hub id in the local cache") from None
@@ -277,6 +298,7 @@ def load_adapter(model: Any, folder: str | os.PathLike[str], *, trainable: bool 
 
     p = Path(folder)
     weights = p / "adapter_model.safetensors"
+    require_safetensors(p, "LoRA adapter")
     if not weights.is_file():
         raise ModelUnavailableError(f"no adapter_model.safetensors in {p}; adapters are saved as safetensors only")
     if has_adapter(model):  # same architecture: swap the weights in place
@@ -285,7 +307,7 @@ def load_adapter(model: Any, folder: str | os.PathLike[str], *, trainable: bool 
             if "lora_" in n:
                 prm.requires_grad_(trainable)
         return model
-    return PeftModel.from_pretrained(model, str(p), is_trainable=trainable)
+    return PeftModel.from_pretrained(model, str(p), is_trainable=trainable)  # reads adapter_model.safetensors first
 
 
 # ----------------------------------------------------------------------------- read-out

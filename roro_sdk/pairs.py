@@ -33,8 +33,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import DatasetError
-from .types import Trajectory
+from .errors import DatasetError, ProcessScoringError
+from .rubric import spent_of, usage_delta
+from .types import Trajectory, Usage
 
 __all__ = [
     "PairKind",
@@ -50,6 +51,8 @@ __all__ = [
     "model_ranking",
     "routing_process_score",
     "judge_process_scores",
+    "judge_process_report",
+    "ProcessScoringStats",
     "build_pairs",
     "write_pairs",
     "read_pairs",
@@ -105,6 +108,29 @@ class KindStats(BaseModel):
     before_cap: int = 0
 
 
+class ProcessScoringStats(BaseModel):
+    """How process scoring by a Judge under a Rubricor went: what was scored, what failed and why,
+    and what it cost (re-asks and failed items included)."""
+
+    trajectories: int = 0
+    scored: int = 0
+    judge_failures: int = Field(0, description="trajectories the Judge failed on (after its re-asks)")
+    rubric_failures: int = Field(0, description="queries whose rubric failed: their trajectories were not judged")
+    unjudged: int = Field(0, description="trajectories not judged because their query's rubric failed")
+    errors: dict[str, int] = Field(default_factory=dict, description="failures by error type")
+    first_error: str | None = None
+    judge_usage: Usage = Field(default_factory=Usage)
+    rubricor_usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def failed(self) -> int:
+        return self.trajectories - self.scored
+
+    @property
+    def usage(self) -> Usage:
+        return self.judge_usage + self.rubricor_usage
+
+
 class PairStats(BaseModel):
     trajectories: int = 0
     usable: int = 0
@@ -112,6 +138,7 @@ class PairStats(BaseModel):
     queries_with_pairs: int = 0
     skipped: dict[str, int] = Field(default_factory=dict)
     per_kind: dict[str, KindStats] = Field(default_factory=dict)
+    process_scoring: ProcessScoringStats | None = None
 
     def table(self) -> list[tuple[str, ...]]:
         rows = [("kind", "pairs", "queries", "chosen $", "rejected $", "cost ratio", "process gap", "before cap")]
@@ -198,14 +225,43 @@ def routing_process_score(traj: Trajectory, verifier: StepVerifier = record_step
 async def judge_process_scores(trajectories: Sequence[Trajectory], judge: Any, rubricor: Any, *,
                                concurrency: int = 8) -> dict[str, float]:
     """Process scores from an (LLM or local) Judge under each query's rubric: ``{trajectory id: score}``.
-    Items the Judge fails on are left out (those trajectories get no process pairs)."""
-    queries = {t.query.id: t.query for t in trajectories}
+    Items the Judge fails on are left out (those trajectories get no process pairs); when it fails
+    on every one, :class:`~roro_sdk.errors.ProcessScoringError`. :func:`judge_process_report`
+    also returns the counts and the spend."""
+    return (await judge_process_report(trajectories, judge, rubricor, concurrency=concurrency))[0]
+
+
+async def judge_process_report(trajectories: Sequence[Trajectory], judge: Any, rubricor: Any, *, concurrency: int = 8,
+                               allow_all_failed: bool = False) -> tuple[dict[str, float], ProcessScoringStats]:
+    """:func:`judge_process_scores` with its :class:`ProcessScoringStats`: how many trajectories
+    were scored, how many failed (by error type) and the Judge's and Rubricor's spend.
+
+    When nothing could be scored (every rubric or every judgement failed) it raises
+    :class:`~roro_sdk.errors.ProcessScoringError` naming the first error, unless
+    ``allow_all_failed``: that is a setup problem (a key, a model, a config), not a bad reply."""
+    trajs = list(trajectories)
+    spent0 = (spent_of(judge), spent_of(rubricor))
+    queries = {t.query.id: t.query for t in trajs}
     qids = list(queries)
     rubrics = await rubricor.arubric_many([queries[q] for q in qids], concurrency=concurrency)
     by_q = {q: r for q, r in zip(qids, rubrics) if not isinstance(r, Exception)}
-    items = [(t.query, by_q[t.query.id], t) for t in trajectories if t.query.id in by_q]
-    results = await judge.ascore_many(items, concurrency=concurrency)
-    return {it[2].id: r.score for it, r in zip(items, results) if not isinstance(r, Exception)}
+    items = [(t.query, by_q[t.query.id], t) for t in trajs if t.query.id in by_q]
+    results = await judge.ascore_many(items, concurrency=concurrency) if items else []
+    scores = {it[2].id: r.score for it, r in zip(items, results) if not isinstance(r, Exception)}
+    failures = [e for e in [*rubrics, *results] if isinstance(e, Exception)]
+    stats = ProcessScoringStats(
+        trajectories=len(trajs), scored=len(scores), judge_failures=sum(isinstance(r, Exception) for r in results),
+        rubric_failures=len(qids) - len(by_q), unjudged=len(trajs) - len(items),
+        first_error=f"{type(failures[0]).__name__}: {str(failures[0])[:300]}" if failures else None,
+        judge_usage=usage_delta(spent_of(judge), spent0[0]), rubricor_usage=usage_delta(spent_of(rubricor), spent0[1]))
+    for e in failures:
+        stats.errors[type(e).__name__] = stats.errors.get(type(e).__name__, 0) + 1
+    if trajs and not scores and not allow_all_failed:
+        raise ProcessScoringError(
+            f"process scoring failed on all {len(trajs)} trajectories ({stats.rubric_failures} of {len(qids)} rubrics "
+            f"and {stats.judge_failures} judgements failed); first error: {stats.first_error}. Check the judge config "
+            "(model name, API key, prices) or use --process step-records")
+    return scores, stats
 
 
 # ----------------------------------------------------------------------------- pairs

@@ -56,6 +56,8 @@ __all__ = [
     "SampledRubric",
     "rubricor_from_config",
     "as_model_pool",
+    "spent_of",
+    "usage_delta",
 ]
 
 CriterionKind = Literal["hard_rule", "principle"]
@@ -170,18 +172,28 @@ def _short(e: Exception) -> str:
     return str(e)[:400]
 
 
+# A reply is bounded before it is parsed: json.loads recurses once per nesting level, so a reply
+# nested ~1000 deep raised RecursionError (not a ValueError) out of the re-ask loop and killed a
+# whole batch. Real verdicts and rubrics nest 3-4 levels and stay far below these sizes.
+MAX_JSON_DEPTH = 32
+MAX_JSON_CHARS = 100_000
+
+
 def extract_json_object(text: str) -> Any:
     """The first JSON object in ``text`` (code fences and chatter around it are ignored).
 
-    Raises ``ValueError`` with a short reason: empty reply, no object, truncated, invalid JSON.
+    Raises ``ValueError`` with a short reason: empty reply, no object, truncated, invalid JSON,
+    nested deeper than :data:`MAX_JSON_DEPTH` or longer than :data:`MAX_JSON_CHARS`.
     """
     if not text or not text.strip():
         raise ValueError("the reply is empty; reply with one JSON object")
     start = text.find("{")
     if start < 0:
         raise ValueError("no JSON object found in the reply; reply with one JSON object and nothing else")
-    depth, in_str, esc = 0, False, False
+    depth, nest, in_str, esc = 0, 0, False, False
     for i in range(start, len(text)):
+        if i - start >= MAX_JSON_CHARS:
+            raise ValueError(f"the JSON object is longer than {MAX_JSON_CHARS} characters; reply with a short object")
         ch = text[i]
         if in_str:
             if esc:
@@ -192,16 +204,27 @@ def extract_json_object(text: str) -> Any:
                 in_str = False
         elif ch == '"':
             in_str = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                try:
-                    return json.loads(text[start: i + 1])
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"invalid JSON: {e.msg} at char {e.pos}") from None
+        elif ch in "{[":
+            depth += ch == "{"
+            nest += 1
+            if nest > MAX_JSON_DEPTH:
+                raise ValueError(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels; reply with a flat object")
+        elif ch in "}]":
+            nest -= 1
+            if ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return _loads(text[start: i + 1])
     raise ValueError("the JSON object is truncated (unbalanced braces); reply with the complete object")
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON: {e.msg} at char {e.pos}") from None
+    except RecursionError:  # pragma: no cover - the depth bound above keeps json.loads shallow
+        raise ValueError("the JSON is nested too deeply; reply with a flat object") from None
 
 
 REASK = ("Your reply could not be used: {error}\n"
@@ -230,14 +253,27 @@ async def ask_structured(pool: ModelPool, name: str, messages: list[dict[str, st
         last_text = gen.text or ""
         try:
             return validate(last_text), gen, attempt, usage
-        except (ValidationError, ValueError, TypeError) as e:
-            last_err = _short(e)
+        except (ValidationError, ValueError, TypeError, RecursionError) as e:
+            last_err = _short(e) if not isinstance(e, RecursionError) else "the reply is nested too deeply"
             msgs = msgs + [{"role": "assistant", "content": last_text or "(empty reply)"},
                            {"role": "user", "content": REASK.format(error=last_err)}]
     err = OutputValidationError(f"{what} from model {name!r} stayed invalid after {max_reasks + 1} attempt(s): "
                                 f"{last_err}; last reply: {last_text[:160]!r}")
     err.attempts, err.last_output, err.usage = max_reasks + 1, last_text, usage  # type: ignore[attr-defined]
     raise err
+
+
+def spent_of(obj: Any, *, own: bool = False) -> Usage:
+    """What a Judge or Rubricor has spent so far (its ``spent``; zero for objects without one)."""
+    u = getattr(obj, "_spent" if own else "spent", None)
+    return u if isinstance(u, Usage) else Usage()
+
+
+def usage_delta(after: Usage, before: Usage) -> Usage:
+    """``after - before``: the spend between two readings of :func:`spent_of`."""
+    return Usage(input_tokens=after.input_tokens - before.input_tokens,
+                 output_tokens=after.output_tokens - before.output_tokens,
+                 cost_usd=after.cost_usd - before.cost_usd, priced=after.priced)
 
 
 def as_model_pool(model: ModelPool | ModelSpec | dict | str, name: str | None = None, *,
@@ -270,6 +306,15 @@ class Rubricor(ABC):
     """Query -> :class:`Rubric`. Implement :meth:`arubric`; the rest comes for free."""
 
     name: str = "rubricor"
+
+    @property
+    def spent(self) -> Usage:
+        """Tokens and dollars of every model call this Rubricor made so far, re-asks and failed
+        queries included (zero for backends that call no paid model)."""
+        return spent_of(self, own=True)
+
+    def _charge(self, usage: Usage) -> None:
+        self._spent = self.spent + usage
 
     @abstractmethod
     async def arubric(self, query: Query | str) -> Rubric: ...
@@ -334,18 +379,27 @@ RUBRICOR_SYSTEM = (
 RUBRICOR_USER = (
     "Question to be solved:\n{question}\n\n"
     "Write a rubric of {min_criteria} to {max_criteria} criteria for judging the routing of a solution to this "
-    "question. Tag each criterion 'hard_rule' (an explicit requirement) or 'principle' (a general quality), and "
-    "give it an integer weight from 1 (minor) to 5 (crucial).\n"
+    "question. Each criterion is one sentence of at most {max_chars} characters. Tag each criterion 'hard_rule' (an "
+    "explicit requirement) or 'principle' (a general quality), and give it an integer weight from 1 (minor) to 5 "
+    "(crucial).\n"
     "Reply with only a JSON object of this form:\n"
     '{{"criteria": [{{"text": "<one sentence>", "kind": "hard_rule", "weight": 3}}, ...]}}'
 )
 
 
+# What a model-written criterion may be. Its text reaches the Judge's prompt, so it is bounded
+# here (and quoted as data there, see roro_sdk.judge); the weight range is the one RUBRICOR_USER
+# asks for, so one criterion cannot outweigh the rest by an arbitrary factor.
+RUBRICOR_WEIGHT_RANGE = (1.0, 5.0)
+MAX_RUBRICOR_CRITERION_CHARS = 300
+MAX_RUBRICOR_CRITERIA = 16
+
+
 class _CriterionOut(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    text: str = Field(min_length=3, max_length=500)
+    text: str = Field(min_length=3, max_length=MAX_RUBRICOR_CRITERION_CHARS)
     kind: CriterionKind
-    weight: float = Field(1.0, ge=0.5, le=10.0)
+    weight: float = Field(1.0, ge=RUBRICOR_WEIGHT_RANGE[0], le=RUBRICOR_WEIGHT_RANGE[1])
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -370,8 +424,9 @@ class LiteLLMRubricor(Rubricor):
     def __init__(self, model: ModelPool | ModelSpec | dict | str, *, model_name: str | None = None, max_reasks: int = 2,
                  min_criteria: int = 3, max_criteria: int = 8, temperature: float = 0.0, max_tokens: int = 1024,
                  system: str = RUBRICOR_SYSTEM, user: str = RUBRICOR_USER, name: str | None = None):
-        if not 1 <= min_criteria <= max_criteria:
-            raise ConfigError(f"need 1 <= min_criteria <= max_criteria, got {min_criteria}, {max_criteria}")
+        if not 1 <= min_criteria <= max_criteria <= MAX_RUBRICOR_CRITERIA:
+            raise ConfigError(f"need 1 <= min_criteria <= max_criteria <= {MAX_RUBRICOR_CRITERIA}, got {min_criteria}, "
+                              f"{max_criteria}")
         self.pool, self.model_name = as_model_pool(model, model_name, default_name="rubricor")
         self.max_reasks, self.min_criteria, self.max_criteria = max_reasks, min_criteria, max_criteria
         self.temperature, self.max_tokens, self.system, self.user = temperature, max_tokens, system, user
@@ -381,7 +436,8 @@ class LiteLLMRubricor(Rubricor):
     def messages(self, question: str) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system},
                 {"role": "user", "content": self.user.format(question=question, min_criteria=self.min_criteria,
-                                                             max_criteria=self.max_criteria)}]
+                                                             max_criteria=self.max_criteria,
+                                                             max_chars=MAX_RUBRICOR_CRITERION_CHARS)}]
 
     def _validate(self, qid: str | None) -> Callable[[str], Rubric]:
         def check(text: str) -> Rubric:
@@ -395,10 +451,16 @@ class LiteLLMRubricor(Rubricor):
 
     async def arubric(self, query: Query | str) -> Rubric:
         question, qid = _question(query)
-        rubric, _, _, usage = await ask_structured(self.pool, self.model_name, self.messages(question), self._validate(qid),
-                                                   max_reasks=self.max_reasks, max_tokens=self.max_tokens,
-                                                   temperature=self.temperature, what="rubric")
+        try:
+            rubric, _, _, usage = await ask_structured(self.pool, self.model_name, self.messages(question),
+                                                       self._validate(qid), max_reasks=self.max_reasks,
+                                                       max_tokens=self.max_tokens, temperature=self.temperature,
+                                                       what="rubric")
+        except OutputValidationError as e:  # the re-asks were paid for too
+            self._charge(getattr(e, "usage", Usage()))
+            raise
         self.last_usage = usage
+        self._charge(usage)
         return rubric
 
 
@@ -599,20 +661,30 @@ def rubricor_from_config(cfg: dict[str, Any]) -> Rubricor:
     ``{backend: litellm, model: {name, model, api_key_env, prices...} | "openai/..", max_reasks: 2}``,
     ``{backend: local, model: <folder or registry name>, adapter: <folder>, mode: library}`` or
     ``{backend: static, criteria: [{text, kind, weight}, ...]}``."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"rubricor config: expected a mapping (backend, model, ...), not {type(cfg).__name__}")
     cfg = dict(cfg)
     backend = cfg.pop("backend", "litellm")
     if backend == "litellm":
         if "model" not in cfg:
             raise ConfigError("rubricor config: backend litellm needs 'model'")
-        return LiteLLMRubricor(cfg.pop("model"), **cfg)
+        return _build(LiteLLMRubricor, cfg.pop("model"), **cfg)
     if backend == "local":
         if "model" not in cfg:
             raise ConfigError("rubricor config: backend local needs 'model' (a folder or a local-registry name)")
         lib = cfg.pop("library", None)
         if lib is not None:
             cfg["library"] = [Criterion.model_validate(c) for c in lib]
-        return LocalRubricor.from_pretrained(cfg.pop("model"), adapter=cfg.pop("adapter", None), **cfg)
+        return _build(LocalRubricor.from_pretrained, cfg.pop("model"), adapter=cfg.pop("adapter", None), **cfg)
     if backend == "static":
         crits = cfg.get("criteria")
         return StaticRubricor([Criterion.model_validate(c) for c in crits] if crits else None)
     raise ConfigError(f"rubricor config: unknown backend {backend!r}; use litellm, local or static")
+
+
+def _build(make: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """``make(*args, **kw)`` with an unknown or misspelled option reported as a config error."""
+    try:
+        return make(*args, **kw)
+    except TypeError as e:
+        raise ConfigError(f"rubricor config: {e}; see examples/configs/judge_openai.yaml for the options") from None

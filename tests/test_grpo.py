@@ -79,7 +79,7 @@ def test_policy_router_save_load_round_trip(tmp_path):
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     full = train_router(small_cfg(tmp_path / "a", updates=3, eval_queries=0))
     train_router(small_cfg(tmp_path / "b", updates=2, eval_queries=0))
-    resumed = train_router(small_cfg(tmp_path / "b", updates=3, eval_queries=0))
+    resumed = train_router(small_cfg(tmp_path / "b", updates=3, eval_queries=0, resume=True))
     a = [round(h["reward"], 6) for h in full["history"]]
     b = [round(h["reward"], 6) for h in resumed["history"]]
     assert a == b and len(a) == 3

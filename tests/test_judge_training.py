@@ -108,7 +108,7 @@ def test_train_judge_cli_tiny_runs_and_resumes(data, tmp_path, capsys):
     assert main(args + ["--rounds", "1"]) == 0
     assert "held-out n" in capsys.readouterr().out
     assert (tmp_path / "run" / "base" / "judge" / "model.safetensors").is_file()
-    assert main(args + ["--rounds", "2"]) == 0
+    assert main(args + ["--rounds", "2", "--resume"]) == 0
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["completed_rounds"] == 2 and len(state["history"]) == 3
     from roro_sdk.judge import LocalJudge

@@ -285,7 +285,7 @@ class PolicyRouter(Router):
         """A router saved by :meth:`save` (or trained by ``roro train-router``); safetensors only."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..hf import load_adapter, load_causal_lm
+        from ..hf import load_adapter, load_causal_lm, require_safetensors
 
         folder = Path(folder)
         meta_path = folder / "router.json"
@@ -294,7 +294,12 @@ class PolicyRouter(Router):
         meta = json.loads(meta_path.read_text())
         tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
         if meta["base"] == "base":
-            model = AutoModelForCausalLM.from_pretrained(folder / "base", use_safetensors=True)
+            require_safetensors(folder / "base", "router's base model")
+            try:
+                model = AutoModelForCausalLM.from_pretrained(folder / "base", use_safetensors=True)
+            except OSError as e:
+                raise ConfigError(f"{folder / 'base'}: cannot load the router's base model ({e}); save the router "
+                                  "again with PolicyRouter.save") from None
         else:
             model, _ = load_causal_lm(meta["base"])
         if (folder / "adapter").is_dir():
@@ -304,6 +309,9 @@ class PolicyRouter(Router):
         if meta.get("head"):
             from safetensors.torch import load_file
 
+            if not (folder / "head.safetensors").is_file():
+                require_safetensors(folder, "router's head")
+                raise ConfigError(f"{folder} has no head.safetensors though router.json says it has a head")
             w = load_file(folder / "head.safetensors")
             head = torch.nn.Linear(w["weight"].shape[1], w["weight"].shape[0])
             head.load_state_dict(w)

@@ -46,28 +46,56 @@ def cmd_pairs(args: argparse.Namespace) -> int:
                      max_pairs_per_kind=args.max_per_kind, balance_kinds=args.balance_kinds, seed=args.seed)
     scores = None
     verifier = None
+    scoring = None
     if args.process == "step-records":
         verifier = record_step_verifier
     elif args.process.startswith("judge:"):
-        from .._sync import run_sync
-        from ..judge import judge_from_config
-        from ..pairs import judge_process_scores
-        from ..rubric import StaticRubricor, rubricor_from_config
+        scores, scoring = _judge_scores(args.process.split(":", 1)[1], trajs)
+    elif args.process != "none":
+        from ..errors import ConfigError
 
-        conf = _read_config(args.process.split(":", 1)[1])
-        judge = judge_from_config(conf["judge"])
-        rubricor = rubricor_from_config(conf["rubricor"]) if "rubricor" in conf else StaticRubricor()
-        scores = run_sync(judge_process_scores(trajs, judge, rubricor))
+        raise ConfigError(f"--process {args.process!r}: use 'step-records', 'none' or 'judge:<config.yaml>'")
     ps = build_pairs(trajs, cfg, process_scores=scores, step_verifier=verifier)
+    ps.stats.process_scoring = scoring
     n = write_pairs(args.out, ps.pairs)
     st = ps.stats
     print(f"pairs: {n} from {st.usable} usable trajectories of {st.queries} queries ({st.queries_with_pairs} with pairs) -> {args.out}")
     _table(st.table())
     for why, k in st.skipped.items():
         print(f"skipped: {k} ({why})")
+    if scoring is not None:
+        _print_scoring(scoring)
     if args.stats_json:
         Path(args.stats_json).write_text(st.model_dump_json(indent=2))
     return 0
+
+
+def _judge_scores(config_path: str, trajs: list) -> tuple[dict[str, float], Any]:
+    """Process scores of ``trajs`` by the Judge (under the Rubricor) of a config file, with the
+    counts of what failed and what it cost; every item failing is an error (exit 2)."""
+    from .._sync import run_sync
+    from ..errors import ConfigError
+    from ..judge import judge_from_config
+    from ..pairs import judge_process_report
+    from ..rubric import StaticRubricor, rubricor_from_config
+
+    conf = _read_config(config_path)
+    if not isinstance(conf.get("judge"), dict):
+        raise ConfigError(f"{config_path}: needs a 'judge:' section (see examples/configs/judge_openai.yaml)")
+    judge = judge_from_config(conf["judge"])
+    rubricor = rubricor_from_config(conf["rubricor"]) if "rubricor" in conf else StaticRubricor()
+    return run_sync(judge_process_report(trajs, judge, rubricor))
+
+
+def _print_scoring(s: Any) -> None:
+    failed = f"{s.failed} failed" + (f" ({', '.join(f'{k} {v}' for k, v in s.errors.items())})" if s.errors else "")
+    print(f"process scores: {s.scored} of {s.trajectories} trajectories scored, {failed}; "
+          f"{s.judge_failures} judgements and {s.rubric_failures} rubrics failed")
+    if s.first_error:
+        print(f"first failure: {s.first_error}")
+    for who, u in (("judge", s.judge_usage), ("rubricor", s.rubricor_usage)):
+        note = "" if u.priced else " (unpriced model: dollars unknown)"
+        print(f"{who} spend: ${u.cost_usd:.6f}, {u.input_tokens} input + {u.output_tokens} output tokens{note}")
 
 
 def _read_config(path: str) -> dict[str, Any]:
@@ -76,15 +104,24 @@ def _read_config(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not UTF-8 text; give a YAML or JSON config file") from None
     if p.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse {p}: {str(e)[:300]}") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"cannot parse {p}: {e}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping")
+        raise ConfigError(f"{p}: expected a mapping at the top level")
     return data
 
 
@@ -97,6 +134,9 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     from .judge_training import (AlternatingTrainer, JudgeTrainingConfig, record_criterion_labeler, sim_demo_labeler,
                                  sim_demo_library, tiny_judge_and_rubricor)
 
+    from .outdir import check_output_folder
+
+    check_output_folder(args.out, resume=args.resume, what="train-judge run")
     trajs = {t.id: t for t in read_trajectories(args.trajectories)}
     pairs = read_pairs(args.pairs)
     data = PairSet(pairs=pairs, trajectories=trajs, stats=PairStats())
@@ -190,7 +230,9 @@ def add_commands(sub: Any, common: Any) -> None:
     p = sub.add_parser("train-judge", help="alternating Judge/Rubricor training on preference pairs (resumable)")
     p.add_argument("--trajectories", required=True)
     p.add_argument("--pairs", required=True)
-    p.add_argument("--out", required=True, help="folder for adapters (safetensors) and state.json; resumed if present")
+    p.add_argument("--out", required=True, help="folder for adapters (safetensors) and state.json; must be new or "
+                                                "empty unless --resume")
+    p.add_argument("--resume", action="store_true", help="continue the run already in --out after its last round")
     p.add_argument("--judge", default=None, help="local causal LM for the Judge (folder or registry name)")
     p.add_argument("--rubricor", default=None, help="local causal LM for the Rubricor")
     p.add_argument("--tiny", action="store_true", help="tiny random models built from the data (synthetic demo)")

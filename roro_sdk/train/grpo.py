@@ -18,6 +18,8 @@ weights and the optimiser state, so a resumed run reproduces an uninterrupted on
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -26,17 +28,20 @@ from typing import Any
 
 import torch
 
-from ..errors import TrainingConfigError
+from ..errors import ProcessScoringError, RoroError, TrainingConfigError
 from ..eval.summary import summarize
 from ..policy.router import PolicyRouter
 from ..policy.scoring import action_logits, decoder_hidden_states, grpo_policy_loss
 from ..pool import ModelPool
 from ..rewards import group_advantages, group_rewards, step_advantages
+from ..rubric import usage_delta
 from ..runtime import StepwiseRuntime
-from ..types import Query, Trajectory
+from ..types import Query, Trajectory, Usage
 from .grpo_config import GRPOConfig
+from .outdir import check_output_folder, remove_run_files
 
-__all__ = ["train_router", "evaluate_router", "build_policy", "GRPOResult"]
+__all__ = ["train_router", "evaluate_router", "build_policy", "GRPOResult", "save_checkpoint", "load_checkpoint",
+           "find_checkpoint"]
 
 # Words the tiny router's on-the-fly vocabulary needs besides the queries' own words.
 _TINY_VOCAB = ("route each step to a model . models : = , question cost so far budget left e-01 e-02 e-03 e-04 e-05 e-06 "
@@ -45,7 +50,11 @@ _TINY_VOCAB = ("route each step to a model . models : = , question cost so far b
 
 
 class GRPOResult(dict):
-    """``history`` (one dict of metrics per update), ``eval`` (held-out metrics), ``router_dir``."""
+    """``history`` (one dict of metrics per update), ``eval`` (held-out metrics), ``router_dir``,
+    ``updates_run`` (updates this call made; fewer than ``len(history)`` after a resume),
+    ``judge_failures`` (rollouts left out of their group because the Judge or Rubricor failed on
+    them) and ``judge_usage`` (tokens and dollars the Judge and Rubricor spent, as a dict; None
+    without a judge)."""
 
 
 # ------------------------------------------------------------------------------------ setup
@@ -195,23 +204,62 @@ def _slice(b: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Ten
     return {k: v[idx] for k, v in b.items()}
 
 
-def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory]) -> list[tuple[float | None, list[float] | None]]:
+ProcessScore = tuple[float | None, list[float] | None]
+
+
+def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory]
+                    ) -> tuple[list[ProcessScore | None], list[RoroError]]:
+    """Per rollout ``(score, step scores)``, or None where the Rubricor or the Judge failed on it
+    (after their own bounded re-asks); and those errors. One bad reply costs one rollout, not the run."""
     if judge is None:
-        return [(None, None)] * len(trajs)
+        return [(None, None)] * len(trajs), []
+    from .._sync import gather_settled
+
+    def base(t: Trajectory) -> str:
+        return t.query.id.split("~")[0]
 
     async def all_scores():
-        out = []
+        errors: list[RoroError] = []
+        todo = {}
         for t in trajs:
-            base_id = t.query.id.split("~")[0]
-            if base_id not in rubrics:
-                rubrics[base_id] = await rubricor.arubric(t.query)
-            r = await judge.ascore(t.query, rubrics[base_id], t)
-            out.append((r.score, r.step_scores))
-        return out
+            if base(t) not in rubrics:
+                todo.setdefault(base(t), t.query)
+        if not todo:
+            got = []
+        elif hasattr(rubricor, "arubric_many"):  # a local Rubricor batches them in one forward
+            got = await rubricor.arubric_many(list(todo.values()))
+        else:
+            got = await gather_settled(rubricor.arubric, list(todo.values()), 8)
+        for b, r in zip(todo, got):
+            if isinstance(r, RoroError):
+                errors.append(r)  # not cached: the next update asks again
+            else:
+                rubrics[b] = r
+        idx = [i for i, t in enumerate(trajs) if base(t) in rubrics]
+        items = [(trajs[i].query, rubrics[base(trajs[i])], trajs[i]) for i in idx]
+        if not items:
+            results = []
+        elif hasattr(judge, "ascore_many"):
+            results = await judge.ascore_many(items)
+        else:
+            results = await gather_settled(lambda it: judge.ascore(*it), items, 8)
+        out: list[ProcessScore | None] = [None] * len(trajs)
+        for i, r in zip(idx, results):
+            if isinstance(r, RoroError):
+                errors.append(r)
+            else:
+                out[i] = (r.score, r.step_scores)
+        return out, errors
 
     from .._sync import run_sync
 
     return run_sync(all_scores())
+
+
+def _spent(judge, rubricor) -> Usage:
+    from ..rubric import spent_of
+
+    return spent_of(judge) + spent_of(rubricor)
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -222,11 +270,43 @@ def _trainable(router: PolicyRouter) -> dict[str, torch.nn.Parameter]:
     return named
 
 
+def _aside(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".old")
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush the files of a checkpoint to disk before it is renamed in (a rename can reach the disk
+    before the data it names)."""
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimizer, update: int, history: list) -> None:
+    """Write the checkpoint to ``<folder>.tmp`` (``state.json`` last), then swap it in: the old
+    checkpoint is renamed aside to ``<folder>.old``, the new one renamed in, and only then the old
+    one deleted. At every moment a complete checkpoint exists under one of the two names, and
+    :func:`find_checkpoint` reads the aside one when a crash came between the renames."""
     from safetensors.torch import save_file
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp, aside = folder.with_name(folder.name + ".tmp"), _aside(folder)
+    if tmp.exists():
+        shutil.rmtree(tmp)  # the remains of a save that was interrupted
+    tmp.mkdir(parents=True)
     params = _trainable(router)
     save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, tmp / "trainable.safetensors")
     state = {}
@@ -235,11 +315,24 @@ def save_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimiz
             state[f"{i}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
     save_file(state, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"update": update, "history": history}))
+    _fsync_tree(tmp)
     if folder.exists():
-        import shutil
+        if aside.exists():
+            shutil.rmtree(aside)  # left by a crash after the last swap: the main checkpoint is newer
+        folder.rename(aside)
+    tmp.rename(folder)
+    _fsync_dir(folder.parent)
+    if aside.exists():
+        shutil.rmtree(aside)
 
-        shutil.rmtree(folder)
-    tmp.rename(folder)  # a crash mid-save leaves the previous checkpoint intact
+
+def find_checkpoint(folder: Path) -> Path | None:
+    """The complete checkpoint to resume from: ``folder``, or the previous one set aside by a save
+    that crashed between its renames; None when there is none."""
+    for f in (folder, _aside(folder)):
+        if (f / "state.json").is_file():
+            return f
+    return None
 
 
 def load_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimizer) -> tuple[int, list]:
@@ -248,7 +341,8 @@ def load_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimiz
     params = _trainable(router)
     saved = load_file(folder / "trainable.safetensors")
     if set(saved) != set(params):
-        raise TrainingConfigError(f"checkpoint {folder} does not match this router's parameters; use another out_dir or resume=false")
+        raise TrainingConfigError(f"checkpoint {folder} does not match this router's parameters; choose a new out_dir "
+                                  "or start afresh with overwrite")
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(saved[n].to(p.device, p.dtype))
@@ -259,6 +353,49 @@ def load_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimiz
             opt.state[p] = entries
     state = json.loads((folder / "state.json").read_text())
     return state["update"] + 1, state["history"]
+
+
+# ------------------------------------------------------------------------------ run folder
+# What a train-router run writes in its folder (``overwrite`` deletes these, and nothing else).
+RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", "checkpoint.tmp", "checkpoint.old",
+             "router", "eval.json")
+# Fields a resumed run may change: how long and how it runs, not what it learns.
+RESUMABLE_CHANGES = frozenset({"updates", "out_dir", "resume", "overwrite", "concurrency", "checkpoint_every", "device"})
+
+
+def _prepare_run_folder(cfg: GRPOConfig, out: Path) -> None:
+    """Refuse to continue or replace an earlier run unless asked (``resume`` / ``overwrite``); on
+    resume, refuse a config that changes what the run learns."""
+    if cfg.overwrite:
+        remove_run_files(out, RUN_FILES)
+    check_output_folder(out, resume=cfg.resume or cfg.overwrite, what="run", overwrite_hint=True)
+    old = out / "config.json"
+    if cfg.resume and old.is_file():
+        try:
+            before = json.loads(old.read_text())
+        except ValueError:
+            before = None
+        if isinstance(before, dict):
+            now = json.loads(cfg.model_dump_json())
+            # fields the earlier run's version did not have yet are not compared
+            changed = sorted(k for k in before if k in now and k not in RESUMABLE_CHANGES and before[k] != now[k])
+            if changed:
+                raise TrainingConfigError(f"cannot resume the run in {out}: its config differs in {', '.join(changed)}; "
+                                          "use the same config (only updates, concurrency, checkpoint_every and device "
+                                          "may change), or choose a new --out")
+
+
+def _rewrite_metrics(path: Path, history: list[dict]) -> None:
+    """``metrics.jsonl`` as the checkpoint knows it: one record per update it holds. Records an
+    interrupted run wrote after its last checkpoint are dropped, since the resumed run writes
+    those updates again."""
+    if not history and not path.exists():
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        for record in history:
+            fh.write(json.dumps(record) + "\n")
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -291,6 +428,14 @@ def evaluate_router(router: PolicyRouter, pool: ModelPool, queries: Sequence[Que
 
 
 # ------------------------------------------------------------------------------------ train
+def _history_usage(history: list[dict]) -> dict[str, Any]:
+    """The Judge's and Rubricor's spend over every update of the run (resumed parts included)."""
+    return {"cost_usd": sum(h.get("judge_cost_usd", 0.0) for h in history),
+            "input_tokens": sum(h.get("judge_input_tokens", 0) for h in history),
+            "output_tokens": sum(h.get("judge_output_tokens", 0) for h in history),
+            "priced": all(h.get("judge_priced", True) for h in history)}
+
+
 def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tuple[list[Query], list[Query]] | None = None,
                  judge: Any = None, rubricor: Any = None, log: Callable[[dict], None] | None = None) -> GRPOResult:
     """Train a LoRA router with GRPO. ``pool``/``queries``/``judge``/``rubricor`` override the config's."""
@@ -299,6 +444,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
 
     # ---- setup: data, pool, judge, policy, optimiser, maybe a checkpoint to resume from
     out = Path(cfg.out_dir)
+    _prepare_run_folder(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.dump(out / "config.json")
     if pool is None or queries is None:
@@ -319,8 +465,10 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, history = 0, []
     ckpt = out / "checkpoint"
-    if cfg.resume and (ckpt / "state.json").is_file():
-        start, history = load_checkpoint(ckpt, router, opt)
+    found = find_checkpoint(ckpt) if cfg.resume else None
+    if found is not None:
+        start, history = load_checkpoint(found, router, opt)
+    _rewrite_metrics(out / "metrics.jsonl", history)
     runtime = StepwiseRuntime(pool, router, max_steps=cfg.max_steps, cost_budget=cfg.cost_budget)
     rubrics: dict[str, Any] = {}
     G = cfg.group_size
@@ -338,16 +486,28 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         router.mode, router.seed = "sample", seed
         trajs = runtime.run_many(rollout_qs, concurrency=cfg.concurrency)
 
-        # 2. rewards and 3. group-normalised advantages
-        scores = _process_scores(judge, rubricor, rubrics, trajs)
+        # 2. rewards and 3. group-normalised advantages; a rollout the Judge failed on is left out
+        # of its group (advantage 0), the rest of the group is compared as usual
+        spent_before = _spent(judge, rubricor)
+        scores, failures = _process_scores(judge, rubricor, rubrics, trajs)
+        if failures and all(s is None for s in scores):
+            raise ProcessScoringError(f"update {update}: the judge failed on all {len(trajs)} rollouts; first error: "
+                                      f"{type(failures[0]).__name__}: {str(failures[0])[:300]}. Check the judge (its "
+                                      "model, key or config), or set judge: none with rewards.lambda_p: 0")
+        judge_usage = usage_delta(_spent(judge, rubricor), spent_before)
         parts, advantages, zero_groups = [], [], 0
         for g in range(len(batch)):
-            group = slice(g * G, (g + 1) * G)
-            p = group_rewards(trajs[group], [s for s, _ in scores[group]], cfg.rewards)
+            ok = [i for i in range(g * G, (g + 1) * G) if scores[i] is not None]
+            if len(ok) < 2:  # nothing left to compare this query's rollouts with
+                zero_groups += 1
+                advantages += [0.0] * G
+                continue
+            p = group_rewards([trajs[i] for i in ok], [scores[i][0] for i in ok], cfg.rewards)
             a = group_advantages([x.total for x in p])
-            zero_groups += all(x == 0.0 for x in a)
             parts += p
-            advantages += step_advantages(a, [ss for _, ss in scores[group]], cfg.step_process_weight)
+            zero_groups += all(x == 0.0 for x in a)
+            kept = dict(zip(ok, step_advantages(a, [scores[i][1] for i in ok], cfg.step_process_weight)))
+            advantages += [kept.get(i, 0.0) for i in range(g * G, (g + 1) * G)]
         b, steps = _encode(router, trajs, device)
         dmax = b["act"].shape[1]
         adv = torch.tensor(decision_advantages(advantages, steps, dmax), dtype=torch.float32, device=device)
@@ -381,13 +541,13 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         valid = b["act"] >= 0
         probs = old_full.exp()
         entropy = float((-(probs * old_full).sum(-1))[valid].mean())
-        n = len(trajs)
+        n, m = len(trajs), max(1, len(parts))
         record = {
             "update": update,
-            "reward": sum(p.total for p in parts) / n,
-            "outcome": sum(p.outcome for p in parts) / n,
-            "process": sum(p.process for p in parts) / n,
-            "cost_norm": sum(p.cost_norm for p in parts) / n,
+            "reward": sum(p.total for p in parts) / m,
+            "outcome": sum(p.outcome for p in parts) / m,
+            "process": sum(p.process for p in parts) / m,
+            "cost_norm": sum(p.cost_norm for p in parts) / m,
             "accuracy": sum(bool(t.correct) for t in trajs) / n,
             "large_share": sum(s.model == pool.large for t in trajs for s in t.steps) / max(1, sum(len(t.steps) for t in trajs)),
             "zero_adv_groups": zero_groups / len(batch),
@@ -395,6 +555,11 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
             "clip_fraction": stats["clip_fraction"] / max(steps, 1),
             "loss": stats["loss"] / max(steps, 1),
             "entropy": entropy,
+            "judge_failures": sum(s is None for s in scores),
+            "judge_cost_usd": judge_usage.cost_usd,
+            "judge_input_tokens": judge_usage.input_tokens,
+            "judge_output_tokens": judge_usage.output_tokens,
+            "judge_priced": judge_usage.priced,
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
@@ -408,7 +573,9 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     # ---- held-out evaluation and the final router
     router.mode = "argmax"
     router_dir = router.save(out / "router")
-    result = GRPOResult(history=history, router_dir=str(router_dir), router=router)
+    result = GRPOResult(history=history, router_dir=str(router_dir), router=router, updates_run=max(0, cfg.updates - start),
+                        judge_failures=sum(h.get("judge_failures", 0) for h in history),
+                        judge_usage=_history_usage(history) if judge is not None else None)
     if eval_qs:
         result["eval"] = evaluate_router(router, pool, eval_qs, max_steps=cfg.max_steps, concurrency=cfg.concurrency)
         (out / "eval.json").write_text(json.dumps(result["eval"], indent=2))

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import TrainingConfigError
 from ..rewards import RewardWeights
 
-__all__ = ["PolicyConfig", "GRPOConfig", "load_grpo_config"]
+__all__ = ["PolicyConfig", "GRPOConfig", "load_grpo_config", "apply_overrides"]
 
 
 class PolicyConfig(BaseModel):
@@ -64,7 +64,9 @@ class GRPOConfig(BaseModel):
 
     out_dir: str = "runs/grpo"
     checkpoint_every: int = Field(5, ge=1)
-    resume: bool = True
+    resume: bool = Field(False, description="continue the run in out_dir from its checkpoint; without it (or "
+                                            "overwrite) a folder that already holds files is refused")
+    overwrite: bool = Field(False, description="start afresh in out_dir, deleting an earlier run's files there")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="the frozen base's dtype (auto: bfloat16 on CUDA, float32 on CPU); the LoRA adapter and "
@@ -83,6 +85,8 @@ class GRPOConfig(BaseModel):
                              "models (up to ~1e-2 for the tiny test routers)")
         if self.queries_per_update > self.train_queries:
             raise ValueError(f"queries_per_update ({self.queries_per_update}) exceeds train_queries ({self.train_queries})")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run in out_dir, or replace it")
         if self.rewards.lambda_p > 0 and self.judge == "none":
             raise ValueError("rewards.lambda_p > 0 needs a judge: set judge to 'sim-rule' or a LocalJudge folder, or "
                              "set rewards.lambda_p = 0 for the outcome-only ablation")
@@ -92,15 +96,37 @@ class GRPOConfig(BaseModel):
         Path(path).write_text(self.model_dump_json(indent=2))
 
 
+def apply_overrides(data: dict, overrides: dict) -> dict:
+    """``data`` with ``overrides`` merged in. A dotted key (``"rewards.lambda_p"``) sets one field
+    of a section and keeps its other fields; a mapping value is merged into the section the same way."""
+    out = dict(data)
+    for key, value in overrides.items():
+        head, _, rest = str(key).partition(".")
+        if not head:
+            raise TrainingConfigError(f"override {key!r}: empty field name; write section.field=value")
+        if rest:
+            value = {rest: value}
+        if isinstance(value, dict) and (rest or isinstance(out.get(head), dict)):
+            section = out.get(head, {})
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise TrainingConfigError(f"override {key!r}: {head} is a value ({section!r}), not a section with fields")
+            value = apply_overrides(section, value)
+        out[head] = value
+    return out
+
+
 def load_grpo_config(path: str | Path | None = None, **overrides) -> GRPOConfig:
-    """A config from a YAML/JSON/TOML file plus keyword overrides; errors name the field."""
+    """A config from a YAML/JSON/TOML file plus keyword overrides (dotted keys such as
+    ``"rewards.lambda_p"`` set one field of a section); errors name the field."""
     data: dict = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise TrainingConfigError(f"training config not found: {p}")
-        text = p.read_text()
         try:
+            text = p.read_text(encoding="utf-8")
             if p.suffix in (".yaml", ".yml"):
                 import yaml
 
@@ -113,7 +139,9 @@ def load_grpo_config(path: str | Path | None = None, **overrides) -> GRPOConfig:
                 data = json.loads(text)
         except Exception as e:
             raise TrainingConfigError(f"cannot parse {p}: {e}") from None
-    data.update(overrides)
+    if not isinstance(data, dict):
+        raise TrainingConfigError(f"{path}: expected a mapping of config fields at the top level")
+    data = apply_overrides(data, overrides)
     try:
         return GRPOConfig.model_validate(data)
     except ValidationError as e:
