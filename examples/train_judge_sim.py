@@ -7,7 +7,7 @@ model wrote every hard step, so the preferences follow a known rule and learning
 For real work, collect on your own pool and load real models (``LocalJudge.from_pretrained``), or
 use an API Judge (``examples/configs/judge_openai.yaml``).
 
-    python examples/train_judge_sim.py [--queries 48] [--out runs/judge_sim]
+    python examples/train_judge_sim.py [--queries 48] [--out runs/judge_sim] [--resume]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="continue the run already in --out/run")
     ap.add_argument("--out", default="runs/judge_sim")
     args = ap.parse_args()
     torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy 2-core machine
@@ -53,7 +54,8 @@ def main() -> None:
     # 2. alternating optimisation: Judge phase (Bradley-Terry + format + calibration), then Rubricor phase (GRPO)
     judge, rubricor = tiny_judge_and_rubricor(data, seed=args.seed)
     cfg = JudgeTrainingConfig.tiny(rounds=args.rounds, seed=args.seed)
-    trainer = AlternatingTrainer(judge, rubricor, data, cfg, out_dir=out / "run", criterion_labeler=sim_demo_labeler)
+    trainer = AlternatingTrainer(judge, rubricor, data, cfg, out_dir=out / "run", criterion_labeler=sim_demo_labeler,
+                                 resume=args.resume)
     hist = trainer.train()
 
     first, last = hist[0]["heldout"], hist[-1]["heldout"]

@@ -228,8 +228,8 @@ def _load_tokenizer(src: str, auto: Any) -> Any:
         if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
             from transformers import PreTrainedTokenizerFast
 
-            return PreTrainedTokenizerFast.from_pretrained(src)
-    return auto.from_pretrained(src)
+            return PreTrainedTokenizerFast.from_pretrained(src, local_files_only=True)
+    return auto.from_pretrained(src, local_files_only=True)
 
 
 def load_causal_lm(name_or_path: str, *, adapter: str | os.PathLike[str] | None = None, trainable_adapter: bool = False,
@@ -247,7 +247,8 @@ def load_causal_lm(name_or_path: str, *, adapter: str | os.PathLike[str] | None 
     require_safetensors(src)
     try:
         tok = _load_tokenizer(src, AutoTokenizer)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32, use_safetensors=True,
+                                                     local_files_only=True)  # a folder or the hub cache, never a download
     except OSError as e:
         raise ModelUnavailableError(f"cannot load the causal LM {name_or_path!r}: {e}; pass a model folder, a "
                                     "local-registry name (see 'roro local list') or a hub id in the local cache") from None

@@ -306,6 +306,10 @@ def test_pickle_only_weights_are_refused_on_every_load_path(tmp_path):
         load_causal_lm(str(base))
     with pytest.raises(UnsafeWeightsError, match="pytorch_model.bin"):
         LocalJudge.from_pretrained(str(base))
+    from roro_sdk.local.engine import LocalEngine
+
+    with pytest.raises(UnsafeWeightsError, match="pytorch_model.bin"):  # the local models' engine too
+        LocalEngine.from_pretrained(str(base))
     meta = json.loads((folder / "router.json").read_text())
     (folder / "router.json").write_text(json.dumps({**meta, "base": str(base)}))  # a router over a named base folder
     with pytest.raises(UnsafeWeightsError):

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from roro_sdk.errors import TrainingConfigError  # noqa: E402
+from roro_sdk.errors import RunExistsError, TrainingConfigError  # noqa: E402
 from roro_sdk.pairs import PairSet  # noqa: E402
 from roro_sdk.train.judge_training import (  # noqa: E402
     AlternatingTrainer,
@@ -59,8 +59,11 @@ def test_alternating_training_lifts_heldout_accuracy_and_rubric_reward(data, tmp
 
     # resume: fresh models (same seeds), same folder, one more round
     judge2, rubricor2 = tiny_judge_and_rubricor(data, seed=0)
+    with pytest.raises(RunExistsError, match="resume"):  # never a silent resume
+        AlternatingTrainer(judge2, rubricor2, data, JudgeTrainingConfig.tiny(rounds=2, seed=0), out_dir=tmp_path,
+                           criterion_labeler=sim_demo_labeler, log=logs.append).train()
     second = AlternatingTrainer(judge2, rubricor2, data, JudgeTrainingConfig.tiny(rounds=2, seed=0), out_dir=tmp_path,
-                                criterion_labeler=sim_demo_labeler, log=logs.append)
+                                criterion_labeler=sim_demo_labeler, log=logs.append, resume=True)
     second._maybe_resume()
     assert second.completed_rounds == 1 and any("resumed" in m for m in logs)
     assert second.evaluate()["accuracy"] == pytest.approx(h1[1]["heldout"]["accuracy"])  # adapters really loaded

@@ -96,11 +96,16 @@ class LocalEngine:
 
     @classmethod
     def from_pretrained(cls, path: str, *, dtype: str | torch.dtype | None = None, **kw: Any) -> "LocalEngine":
-        """Load a Hugging Face folder (config + safetensors + tokenizer)."""
+        """Load a Hugging Face folder (config + safetensors + tokenizer), from local files only: a
+        missing file is an error here, never a hub lookup (which retries for ~47 s offline)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype))
+        from ..hf import require_safetensors
+
+        require_safetensors(path)
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype), use_safetensors=True,
+                                                     local_files_only=True)
         return cls(model, tok, **kw)
 
     @property

@@ -292,11 +292,11 @@ class PolicyRouter(Router):
         if not meta_path.is_file():
             raise ConfigError(f"{folder} is not a saved policy router (no router.json); train one with 'roro train-router'")
         meta = json.loads(meta_path.read_text())
-        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
         if meta["base"] == "base":
             require_safetensors(folder / "base", "router's base model")
             try:
-                model = AutoModelForCausalLM.from_pretrained(folder / "base", use_safetensors=True)
+                model = AutoModelForCausalLM.from_pretrained(folder / "base", use_safetensors=True, local_files_only=True)
             except OSError as e:
                 raise ConfigError(f"{folder / 'base'}: cannot load the router's base model ({e}); save the router "
                                   "again with PolicyRouter.save") from None

@@ -182,7 +182,7 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
         write_run_models(args.out, args.judge, args.rubricor, conf.get("judge_options", {}),
                          {k: v for k, v in conf.get("rubricor_options", {}).items() if k != "library"}, rubricor.library)
     labeler = {"none": None, "step-records": record_criterion_labeler, "sim-demo": sim_demo_labeler}[args.labeler]
-    trainer = AlternatingTrainer(judge, rubricor, data, cfg, out_dir=args.out, criterion_labeler=labeler)
+    trainer = AlternatingTrainer(judge, rubricor, data, cfg, out_dir=args.out, criterion_labeler=labeler, resume=args.resume)
     hist = trainer.train()
     first, last = hist[0]["heldout"], hist[-1]["heldout"]
     rows = [("pair kind", "held-out n", "before", "after")]

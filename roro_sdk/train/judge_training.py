@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import TrainingConfigError
-from ..judge import LocalJudge
+from ..errors import RunExistsError, TrainingConfigError
+from ..judge import LocalJudge, load_trained_run
 from ..pairs import PAIR_KINDS, PairSet, PreferencePair
 from ..rubric import Criterion, LocalRubricor, Rubric
 from ..types import Query, Trajectory
@@ -173,7 +173,8 @@ class AlternatingTrainer:
 
     def __init__(self, judge: LocalJudge, rubricor: LocalRubricor, data: PairSet, config: JudgeTrainingConfig | None = None,
                  *, out_dir: str | Path | None = None, criterion_labeler: CriterionLabeler | None = None,
-                 log: Callable[[str], None] | None = print, heldout_queries: Sequence[str] | None = None):
+                 log: Callable[[str], None] | None = print, heldout_queries: Sequence[str] | None = None,
+                 resume: bool = False):
         import torch
 
         from ..hf import add_lora, has_adapter
@@ -191,6 +192,7 @@ class AlternatingTrainer:
         self.judge, self.rubricor, self.data = judge, rubricor, data
         self.labeler = criterion_labeler
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = resume
         self._log = log or (lambda s: None)
         torch.manual_seed(self.cfg.seed)
         if not has_adapter(judge.model):
@@ -519,6 +521,10 @@ class AlternatingTrainer:
         f = self.out_dir / "state.json"
         if not f.is_file():
             return
+        if not self.resume:
+            # A re-run that silently continued an old run made 0 updates and reported the old results.
+            raise RunExistsError(f"{self.out_dir} already holds a train-judge run (state.json): pass resume=True "
+                                 "(--resume) to continue it, or choose a new out_dir")
         from ..hf import load_adapter
 
         state = json.loads(f.read_text())
@@ -624,20 +630,6 @@ def write_run_models(out_dir: str | Path, judge_model: str, rubricor_model: str,
 
 def load_trained(run_dir: str | Path, *, round_index: int | None = None) -> tuple[LocalJudge, LocalRubricor]:
     """The Judge and Rubricor of a ``roro train-judge`` run (latest round, or ``round_index``):
-    base models from ``models.json`` plus the round's LoRA adapters."""
-    p = Path(run_dir)
-    if not (p / "models.json").is_file() or not (p / "state.json").is_file():
-        raise TrainingConfigError(f"{p} is not a train-judge run folder (models.json and state.json expected)")
-    models = json.loads((p / "models.json").read_text())
-    state = json.loads((p / "state.json").read_text())
-    k = state.get("completed_rounds", 0) if round_index is None else round_index
-    if not k:
-        raise TrainingConfigError(f"{p}: no completed round to load")
-    folder = p / f"round_{k}"
-    judge = LocalJudge.from_pretrained(models["judge"], adapter=str(folder / "judge"), **models.get("judge_options", {}))
-    lib = [Criterion.model_validate(c) for c in models.get("library", [])]
-    rkw = dict(models.get("rubricor_options", {}))
-    if lib:
-        rkw["library"] = lib
-    rubricor = LocalRubricor.from_pretrained(models["rubricor"], adapter=str(folder / "rubricor"), **rkw)
-    return judge, rubricor
+    base models from ``models.json`` plus the round's LoRA adapters (see
+    :func:`roro_sdk.judge.load_trained_run`, which this calls)."""
+    return load_trained_run(run_dir, round_index=round_index)
