@@ -6,7 +6,6 @@ Registered through ``roro_sdk.cli._COMMAND_MODULES``; heavy imports happen insid
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +70,9 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def _read_config(path: str) -> dict[str, Any]:
-    from ..errors import ConfigError
+    from .._files import load_mapping_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping")
-    return data
+    return load_mapping_file(path, what="config file")
 
 
 def cmd_train_judge(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -96,23 +95,9 @@ def load_grpo_config(path: str | Path | None = None, **overrides) -> GRPOConfig:
     """A config from a YAML/JSON/TOML file plus keyword overrides; errors name the field."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise TrainingConfigError(f"training config not found: {p}")
-        text = p.read_text()
-        try:
-            if p.suffix in (".yaml", ".yml"):
-                import yaml
+        from .._files import load_mapping_file
 
-                data = yaml.safe_load(text) or {}
-            elif p.suffix == ".toml":
-                import tomllib
-
-                data = tomllib.loads(text)
-            else:
-                data = json.loads(text)
-        except Exception as e:
-            raise TrainingConfigError(f"cannot parse {p}: {e}") from None
+        data = load_mapping_file(path, what="training config", error=TrainingConfigError)
     data.update(overrides)
     try:
         return GRPOConfig.model_validate(data)
