@@ -98,8 +98,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .trajectories import TrajectoryAppender
 
     out = _eval_out(args)  # checked (and --summary-json, --report) before anything runs or is paid for
-    summary_json = output_file(args.summary_json, what="--summary-json file") if args.summary_json else None
-    if getattr(args, "report", None):
+    summary_json = output_file(args.summary_json, what="--summary-json file") if args.summary_json is not None else None
+    if getattr(args, "report", None) is not None:
         output_dir(args.report, what="--report folder")
     queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
     routers = _routers(args.router, args.seed)
@@ -143,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _eval_out(args: argparse.Namespace) -> Path | None:
     """The --out file. An existing one holding data is never replaced silently: that takes
     --overwrite (--append adds to it); a killed or repeated run must not cost the last one."""
-    if not args.out:
+    if args.out is None:
         if args.append or args.overwrite:
             raise ConfigError("--append and --overwrite need --out FILE")
         return None

@@ -186,6 +186,8 @@ async def acollect(
     if len({q.id for q in qs}) != len(qs):
         raise ConfigError("query ids must be unique (they are part of the trajectory ids)")
     pols = _policies(policies, seed)
+    if not str(out).strip():  # Path("") is the current folder
+        raise ConfigError("the collection file path (out) is empty; give the path of a .jsonl file")
     path = Path(out)
     done, prior_cost = existing_ids(path)
     pool.check_keys()

@@ -180,6 +180,13 @@ BAD_INPUTS = [
     (["collect", "--dataset", "sim", "--limit", "2", "--out", "{dir}"], "is a folder"),
     (["collect", "--dataset", "sim", "--limit", "-1", "--out", "{dir}/c.jsonl"], "limit must be a positive integer"),
     (["collect", "--dataset", "sim", "--limit", "2", "--out", "{dir}/c.jsonl", "--policies", "steer:nan"], "within"),
+    (["collect", "--dataset", "sim", "--limit", "2", "--out", ""], "path (out) is empty"),
+    (["eval", "--dataset", "sim", "--limit", "2", "--out", ""], "path is empty"),
+    (["eval", "--dataset", "sim", "--limit", "2", "--summary-json", ""], "path is empty"),
+    (["eval", "--dataset", "sim", "--limit", "2", "--report", ""], "path is empty"),
+    (["eval", "--dataset", "sim", "--limit", "2", "--append"], "need --out"),
+    (["eval", "--dataset", "sim:p_hard=nan", "--limit", "2"], "invalid sim config: p_hard: Input should be less than or equal to 1"),
+    (["eval", "--dataset", "sim:min_steps=5,max_steps=2", "--limit", "2"], "min_steps (5) must not exceed max_steps (2)"),
 ]
 
 
