@@ -25,8 +25,11 @@ __all__ = ["write_trajectories", "read_trajectories", "iter_trajectories", "Traj
 
 
 def write_trajectories(path: str | Path, trajectories: Iterable[Trajectory], *, append: bool = True) -> int:
+    p = output_file(path, what="trajectory file", error=DatasetError)
+    if append:
+        repair_torn_tail(p)  # else the first new line would be glued to a torn one
     n = 0
-    with open(output_file(path, what="trajectory file", error=DatasetError), "a" if append else "w", encoding="utf-8") as fh:
+    with open(p, "a" if append else "w", encoding="utf-8") as fh:
         for t in trajectories:
             fh.write(t.to_jsonl() + "\n")
             n += 1

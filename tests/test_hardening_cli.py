@@ -66,6 +66,21 @@ def test_a_torn_tail_is_moved_aside_not_deleted(tmp_path):
     assert out.read_bytes() == good and (tmp_path / "t.jsonl.torn").read_bytes() == torn + b"\n"
 
 
+def test_appending_never_glues_a_line_to_a_torn_tail(tmp_path):
+    from roro_sdk.trajectories import TrajectoryAppender, read_trajectories, write_trajectories
+
+    out = tmp_path / "t.jsonl"
+    trajs = StepwiseRuntime(sim_pool(), make_router("all-small")).run_many(sim_queries(n=2))
+    write_trajectories(out, trajs[:1])
+    out.write_bytes(out.read_bytes() + b'{"id": "half')
+    with pytest.warns(UserWarning, match="torn"):
+        write_trajectories(out, trajs[1:])
+    out.write_bytes(out.read_bytes() + b'{"id": "half')
+    with pytest.warns(UserWarning, match="torn"), TrajectoryAppender(out) as w:
+        w.write(trajs[0])
+    assert [t.id for t in read_trajectories(out)] == [trajs[0].id, trajs[1].id, trajs[0].id]
+
+
 def test_a_collection_file_that_is_not_one_is_refused_unchanged(tmp_path):
     out = tmp_path / "data.jsonl"
     out.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": "4"}')
