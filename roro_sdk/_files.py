@@ -119,11 +119,10 @@ def write_text_file(path: str | os.PathLike[str], text: str, *, what: str = "out
 
 
 def parse_bool(value: Any, *, field: str, source: str = "", error: type[RoroError] = ConfigError) -> bool:
-    """A real boolean, or the strings ``true``/``false`` (any case). ``bool("false")`` is True, so a
-    quoted YAML value must never go through ``bool()``."""
+    """``value`` if it is a real boolean (YAML/TOML/JSON ``true``/``false``); anything else is
+    ``error``. ``bool("false")`` is True, so a quoted value must never go through ``bool()``."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
     where = f"{source}: " if source else ""
-    raise error(f"{where}{field} must be true or false, got {value!r}")
+    hint = " (write it unquoted)" if isinstance(value, str) and value.strip().lower() in ("true", "false") else ""
+    raise error(f"{where}{field} must be true or false, not {value!r}{hint}")

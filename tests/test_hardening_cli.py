@@ -161,7 +161,7 @@ BAD_INPUTS = [
     (["models", "--pool", "{dir}"], "is a folder"),
     (["models", "--pool", "{list_yaml}"], "expected a mapping"),
     (["models", "--pool", "{oops}"], "unknown placeholder(s) ['oops']"),
-    (["models", "--pool", "{unpriced_str}"], "no price for small"),
+    (["models", "--pool", "{unpriced_str}"], "allow_unpriced must be true or false"),
     (["models", "--pool", ""], "--pool is empty"),
     (["eval", "--pool", "sim", "--dataset", "{bin_jsonl}"], "dataset file {bin_jsonl} is not UTF-8 text"),
     (["eval", "--pool", "sim", "--dataset", "{dir}"], "is a folder"),
@@ -236,14 +236,15 @@ def test_allow_unpriced_reads_booleans_not_truthiness(tmp_path):
     from roro_sdk.pool import ModelPool
 
     model = {"name": "small", "model": "openai/x"}
+    for text in ("false", "False", "yes please", 1):
+        with pytest.raises(ConfigError, match="allow_unpriced must be true or false"):
+            ModelPool.from_dict({"models": [model], "allow_unpriced": text})
+    assert ModelPool.from_dict({"models": [model], "allow_unpriced": True}).allow_unpriced is True
     with pytest.raises(ConfigError, match="no price"):
-        ModelPool.from_dict({"models": [model], "allow_unpriced": "false"})
-    assert ModelPool.from_dict({"models": [model], "allow_unpriced": "True"}).allow_unpriced is True
-    with pytest.raises(ConfigError, match="allow_unpriced must be true or false"):
-        ModelPool.from_dict({"models": [model], "allow_unpriced": "yes please"})
+        ModelPool.from_dict({"models": [model], "allow_unpriced": False})
     assert parse_bool(False, field="x") is False
-    with pytest.raises(ConfigError):
-        parse_bool(1, field="x")
+    with pytest.raises(ConfigError, match="unquoted"):
+        parse_bool("true", field="x")
 
 
 @pytest.mark.parametrize("template,msg", [
