@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"])) or "value"
-        return _fail(f"invalid {where}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
+        got = repr(err.get("input"))
+        return _fail(f"invalid {where}: {err['msg'].removeprefix('Value error, ')} (got {got[:80] + '...' if len(got) > 80 else got})")
     except UnicodeDecodeError as e:
         return _fail(f"an input file is not UTF-8 text ({e.reason} at byte {e.start}); is it a binary file?")
     except OSError as e:

@@ -350,3 +350,44 @@ def test_sweep_ranges_keep_their_own_error():
 
     with pytest.raises(ConfigError, match="2 to 1000 values"):
         parse_values("0.1..0.9/1")
+
+
+def _raise(exc: BaseException):
+    def cmd(args):
+        raise exc
+    return cmd
+
+
+def _validation_error():
+    from pydantic import BaseModel, ValidationError
+
+    class M(BaseModel):
+        rounds: int
+
+    try:
+        M(rounds="x" * 500)
+    except ValidationError as e:
+        return e
+
+
+@pytest.mark.parametrize("exc,msg", [
+    (_validation_error(), "invalid rounds: Input should be a valid integer"),
+    (IsADirectoryError(21, "Is a directory", "some/dir"), "some/dir: Is a directory"),
+    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not UTF-8 text"),
+    (ConfigError("first line\n  detail: a\n  detail: b"), "first line detail: a; detail: b"),
+])
+def test_main_turns_input_errors_into_one_line(exc, msg, monkeypatch, capsys):
+    import roro_sdk.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_run", _raise(exc))
+    assert main(["run", "q"]) == 2
+    err = _one_line_error(capsys)
+    assert msg in err and len(err) < 300
+
+
+def test_main_lets_a_bug_be_a_traceback(monkeypatch):
+    import roro_sdk.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_run", _raise(TypeError("a bug")))
+    with pytest.raises(TypeError):
+        main(["run", "q"])
