@@ -40,7 +40,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["GenerationCache", "CacheStats", "cache_key", "default_cache_path"]
+__all__ = ["GenerationCache", "CacheStats", "cache_key", "default_cache_path", "cache_file"]
 
 _FORMAT = 1
 # Call parameters that do not change what a model writes.
@@ -83,6 +83,17 @@ def default_cache_path() -> Path:
     return Path(folder) / "generations.sqlite"
 
 
+def cache_file(path: str | os.PathLike[str] | None = None) -> Path:
+    """The SQLite file a cache path names: a ``.sqlite``/``.db``/``.sqlite3`` file, or
+    ``generations.sqlite`` inside a folder; None means :func:`default_cache_path`."""
+    p = Path(path) if path is not None else default_cache_path()
+    if p.suffix in (".sqlite", ".db", ".sqlite3"):
+        return p
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"cache path {p} is a file but not a cache; give a folder or a .sqlite file")
+    return p / "generations.sqlite"
+
+
 def _sampling(kwargs: dict[str, Any]) -> bool:
     temp = kwargs.get("temperature")
     return (temp is None or float(temp) > 0.0) and kwargs.get("seed") is None
@@ -107,9 +118,7 @@ class GenerationCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout_s: float = 30.0, batch_size: int = 256,
                  flush_s: float = 1.0) -> None:
-        p = Path(path) if path is not None else default_cache_path()
-        if p.suffix not in (".sqlite", ".db", ".sqlite3"):
-            p = p / "generations.sqlite"
+        p = cache_file(path)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -14,17 +14,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import __version__
-from .errors import RoroError
+from ._files import output_dir, output_file, write_text_file
+from .errors import ConfigError, RoroError, RouterError
 
 __all__ = ["main"]
 
 
 def _pool(args: argparse.Namespace):
     from .defaults import default_pool
+    from .errors import PoolFileError
     from .eval.cli import pool_for
     from .pool import ModelPool
 
+    if getattr(args, "pool", None) is not None and not args.pool.strip():  # not a silent fall back to the local models
+        raise PoolFileError("--pool is empty: give a pool file, or 'sim[:preset]', or leave --pool out for the local pool")
     sim = pool_for(args)  # --pool sim[:spec], or a sim dataset without --pool: the sim bench
     if sim is not None:
         return sim
@@ -32,9 +38,14 @@ def _pool(args: argparse.Namespace):
 
 
 def _routers(spec: str, seed: int) -> list:
+    from .errors import RouterError
     from .routers import make_router
 
-    return [make_router(s, seed=seed) for s in spec.split(",") if s.strip()]
+    specs = [s for s in spec.split(",") if s.strip()]
+    if not specs:
+        raise RouterError(f"--router {spec!r} names no router; give one or more specs (see 'roro routers'), "
+                          "e.g. --router all-small,steer:0.8")
+    return [make_router(s, seed=seed) for s in specs]
 
 
 def _runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,7 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     query = as_query({"question": args.question, "answer": args.answer})
     pool = _pool(args)
-    (router,) = _routers(args.router, args.seed)[:1]
+    routers = _routers(args.router, args.seed)
+    if len(routers) > 1:
+        raise RouterError(f"roro run takes one router, got {len(routers)} ({args.router}); compare several with 'roro eval'")
+    (router,) = routers
     rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
     traj = rt.run(query)
     if args.json:
@@ -77,43 +91,69 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval import summarize
+    from .eval.cli import attach_cache, run_eval_report, wants_report
+    from .eval.report import accuracy_text, cost_text
     from .runtime import StepwiseRuntime
     from .tasks import load_dataset
-    from .eval.cli import attach_cache, run_eval_report, wants_report
-    from .trajectories import write_trajectories
+    from .trajectories import TrajectoryAppender
 
-    pool = _pool(args)
-    attach_cache(args, pool)
+    out = _eval_out(args)  # checked (and --summary-json, --report) before anything runs or is paid for
+    summary_json = output_file(args.summary_json, what="--summary-json file") if args.summary_json is not None else None
+    if getattr(args, "report", None) is not None:
+        output_dir(args.report, what="--report folder")
     queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
     routers = _routers(args.router, args.seed)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists() and not args.append:
-            out.unlink()
+    pool = _pool(args)
+    attach_cache(args, pool)
+    if out is not None and args.overwrite:
+        out.unlink(missing_ok=True)
     if wants_report(args):  # sweeps, random curve, report folder: the evaluation harness
         return run_eval_report(args, pool, queries, routers)
     summaries = []
-    for router in routers:
-        rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
-        t0 = time.perf_counter()
-        trajs = rt.run_many(queries, concurrency=args.concurrency, progress=not args.quiet)
-        wall = time.perf_counter() - t0
-        if out is not None:
-            write_trajectories(out, trajs)
-        s = summarize(trajs, large=pool.large, router=router.name)
-        summaries.append((s, wall))
+    writer = TrajectoryAppender(out) if out is not None else None
+    try:
+        for router in routers:
+            rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
+            t0 = time.perf_counter()
+            trajs = rt.run_many(queries, concurrency=args.concurrency, progress=not args.quiet,
+                                on_result=writer.write if writer is not None else None)  # each as it finishes
+            wall = time.perf_counter() - t0
+            summaries.append((summarize(trajs, large=pool.large, router=router.name), wall))
+    finally:
+        if writer is not None:
+            writer.close()
     rows = [("router", "n", "accuracy", "cost $", "$/query", "large steps", "large tokens", "steps/q", "errors", "wall s")]
     for s, wall in summaries:
-        rows.append((s.router, str(s.n), f"{s.accuracy:.1%}", f"{s.total_cost_usd:.6f}", f"{s.mean_cost_usd:.2e}",
-                     f"{s.large_step_share:.0%}", f"{s.large_token_share:.0%}", f"{s.mean_steps:.1f}", str(s.errors), f"{wall:.1f}"))
+        rows.append((s.router, str(s.n), accuracy_text(s.accuracy, s.n_checked), cost_text(s.total_cost_usd, s.priced),
+                     cost_text(s.mean_cost_usd, s.priced, ".2e"), f"{s.large_step_share:.0%}", f"{s.large_token_share:.0%}",
+                     f"{s.mean_steps:.1f}", str(s.errors), f"{wall:.1f}"))
     print(f"dataset: {args.dataset} ({len(queries)} queries); pool: {', '.join(pool.names)}")
     _table(rows)
+    if not all(s.priced for s, _ in summaries):
+        print("(unpriced): a model of the pool has no price and counts as $0, so that cost is a lower bound; "
+              "give it input_price_per_m/output_price_per_m to count it")
     if out is not None:
         print(f"trajectories: {out}")
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps([dict(s.model_dump(), wall_s=w) for s, w in summaries], indent=2))
+    if summary_json is not None:
+        write_text_file(summary_json, json.dumps([dict(s.model_dump(), wall_s=w) for s, w in summaries], indent=2),
+                        what="--summary-json file")
     return 0
+
+
+def _eval_out(args: argparse.Namespace) -> Path | None:
+    """The --out file. An existing one holding data is never replaced silently: that takes
+    --overwrite (--append adds to it); a killed or repeated run must not cost the last one."""
+    if args.out is None:
+        if args.append or args.overwrite:
+            raise ConfigError("--append and --overwrite need --out FILE")
+        return None
+    if args.append and args.overwrite:
+        raise ConfigError("give --append (add to --out) or --overwrite (replace it), not both")
+    out = output_file(args.out, what="--out file")
+    if out.is_file() and out.stat().st_size > 0 and not (args.append or args.overwrite):
+        raise ConfigError(f"--out {out} already holds trajectories; pass --append to add to it or --overwrite to "
+                          "replace it (or choose another file)")
+    return out
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:
@@ -153,10 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate routers on a dataset and print a summary")
     p.add_argument("--dataset", default="sample", help="'sample', 'rg:<generator>', 'sim[:preset]' (test bench), or a .jsonl file")
     p.add_argument("--router", default="all-small,all-large", help="comma-separated router specs")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None,
+                   help="the first N queries (N >= 1); default: all of a file or the sample, 20 of rg:/sim")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--out", default=None, help="write trajectories to this JSONL file")
-    p.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
+    p.add_argument("--out", default=None, help="append each trajectory to this JSONL file as it finishes; an existing "
+                                               "file with data needs --append or --overwrite")
+    p.add_argument("--append", action="store_true", help="add to an existing --out file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--summary-json", default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(p)
@@ -189,11 +232,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RoroError as e:
-        print(f"roro: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     except KeyboardInterrupt:
         print("roro: interrupted", file=sys.stderr)
         return 130
+    # Safety net: a bad value or path that reached a library without a RoroError of its own is still
+    # the user's input to fix (exit 2, one line), not a crash (a traceback and exit 1).
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "value"
+        got = repr(err.get("input"))
+        return _fail(f"invalid {where}: {err['msg'].removeprefix('Value error, ')} (got {got[:80] + '...' if len(got) > 80 else got})")
+    except UnicodeDecodeError as e:
+        return _fail(f"an input file is not UTF-8 text ({e.reason} at byte {e.start}); is it a binary file?")
+    except OSError as e:
+        if e.filename is None:
+            raise
+        return _fail(f"{e.filename}: {e.strerror or e}")
+
+
+def _fail(message: str) -> int:
+    """Print ``message`` as one line on stderr; exit status 2 (bad input)."""
+    parts = [line.strip() for line in message.splitlines() if line.strip()] or ["unknown error"]
+    print("roro: error: " + parts[0] + ("" if len(parts) == 1 else " " + "; ".join(parts[1:])), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

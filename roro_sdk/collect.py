@@ -6,8 +6,9 @@ progress bar and a cost cap, into an append-only JSON-lines file.
 
 Crash safety: every trajectory has a stable id, ``trajectory_id(query id, policy name, rollout)``;
 each finished trajectory is appended as one line, flushed and fsynced before the next is
-written. On (re)start the file is read, a torn last line (the writer was killed mid-line) is cut
-off, and every id already present is skipped: a killed run resumes with nothing lost and nothing
+written. On (re)start the file is read, a torn last line (the writer was killed mid-line) is moved
+aside to ``<out>.torn`` (a complete last line that only lacks its newline is kept), and every id
+already present is skipped: a killed run resumes with nothing lost and nothing
 duplicated. Runs that failed with a model error are *not* written to the main file (they go to
 ``<out>.errors.jsonl``), so a resume retries them.
 
@@ -34,6 +35,7 @@ from .errors import ConfigError, DatasetError
 from .pool import ModelPool
 from .routers.base import Router
 from .runtime import StepwiseRuntime, as_query
+from .trajectories import is_complete_line, repair_torn_tail
 from .types import Query, Trajectory
 
 __all__ = [
@@ -71,58 +73,31 @@ class CollectResult(BaseModel):
     out: str = ""
 
 
-def repair_torn_tail(path: str | Path) -> int:
-    """Cut a torn last line (no trailing newline) off ``path``; returns the bytes removed."""
-    p = Path(path)
-    if not p.is_file():
-        return 0
-    size = p.stat().st_size
-    if size == 0:
-        return 0
-    with open(p, "rb+") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) == b"\n":
-            return 0
-        # find the last newline
-        pos, chunk = size, 1 << 16
-        keep = 0
-        while pos > 0:
-            start = max(0, pos - chunk)
-            fh.seek(start)
-            buf = fh.read(pos - start)
-            i = buf.rfind(b"\n")
-            if i >= 0:
-                keep = start + i + 1
-                break
-            pos = start
-        fh.truncate(keep)
-        fh.flush()
-        os.fsync(fh.fileno())
-    warnings.warn(f"{p}: removed a torn last line ({size - keep} bytes) left by an interrupted writer", stacklevel=2)
-    return size - keep
-
-
 def existing_ids(path: str | Path) -> tuple[set[str], float]:
-    """Ids (and total cost) of the trajectories in a collection file; a torn tail is repaired first.
-    A broken line *before* the last one is corruption, not a crash: :class:`DatasetError`."""
+    """Ids (and total cost) of the trajectories in a collection file; a torn tail is moved aside
+    first (:func:`repair_torn_tail`). Any other line that is not a trajectory is corruption, not a
+    crash: :class:`DatasetError`, raised before the file is changed."""
     p = Path(path)
+    if p.is_dir():
+        raise DatasetError(f"collection file {p} is a folder; give the path of a .jsonl file")
     if not p.is_file():
         return set(), 0.0
+    trajs: list[Trajectory] = []
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if raw.strip() and (raw.endswith(b"\n") or is_complete_line(raw)):  # else a torn tail
+                trajs.append(_trajectory(p, lineno, raw))
     repair_torn_tail(p)
-    ids: set[str] = set()
-    cost = 0.0
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                t = Trajectory.from_jsonl(line)
-            except Exception as e:
-                raise DatasetError(f"{p}:{lineno}: not a valid trajectory ({str(e)[:120]}); the file is corrupt "
-                                   "before its last line, so it cannot be resumed safely") from None
-            ids.add(t.id)
-            cost += t.cost_usd
-    return ids, cost
+    return {t.id for t in trajs}, sum(t.cost_usd for t in trajs)
+
+
+def _trajectory(p: Path, lineno: int, raw: bytes) -> Trajectory:
+    try:
+        return Trajectory.from_jsonl(raw.decode("utf-8"))
+    except Exception as e:
+        why = " ".join(str(e).split())[:160]
+        raise DatasetError(f"{p}:{lineno}: not a valid trajectory ({why}); this is not a collection file or "
+                           "it is corrupt, so it cannot be resumed: give another --out") from None
 
 
 class _Appender:
@@ -211,6 +186,8 @@ async def acollect(
     if len({q.id for q in qs}) != len(qs):
         raise ConfigError("query ids must be unique (they are part of the trajectory ids)")
     pols = _policies(policies, seed)
+    if not str(out).strip():  # Path("") is the current folder
+        raise ConfigError("the collection file path (out) is empty; give the path of a .jsonl file")
     path = Path(out)
     done, prior_cost = existing_ids(path)
     pool.check_keys()

@@ -411,11 +411,11 @@ def write_pairs(path: str | Path, pairs: Iterable[PreferencePair]) -> int:
 
 
 def read_pairs(path: str | Path) -> list[PreferencePair]:
+    from ._files import read_text_file
+
     p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"pairs file not found: {p}")
     out = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(p, what="pairs file", error=DatasetError).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -282,10 +282,10 @@ class ModelPool:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ModelPool:
         """Read a pool from YAML, TOML or JSON: ``{models: [...], allow_unpriced: false, prompt: {...}}``."""
+        from ._files import read_text_file
+
         p = Path(path)
-        if not p.is_file():
-            raise PoolFileError(f"pool file not found: {p}")
-        text = p.read_text(encoding="utf-8")
+        text = read_text_file(p, what="pool file", error=PoolFileError)
         try:
             if p.suffix in (".yaml", ".yml"):
                 import yaml
@@ -307,18 +307,20 @@ class ModelPool:
     def from_dict(cls, data: Any, *, source: str = "pool") -> ModelPool:
         if not isinstance(data, dict) or not isinstance(data.get("models"), list):
             raise PoolFileError(f"{source}: expected a mapping with a 'models' list, e.g. models: [{{name: small, model: openai/gpt-4o-mini, ...}}]")
+        from ._files import parse_bool
+
         unknown = set(data) - {"models", "allow_unpriced", "prompt"}
         if unknown:
             raise PoolFileError(f"{source}: unknown top-level keys {sorted(unknown)}; allowed: models, allow_unpriced, prompt")
         try:
             prompt = PromptTemplate.model_validate(data["prompt"]) if data.get("prompt") else None
         except ValidationError as e:
-            raise PoolFileError(f"{source}: invalid prompt section:\n{e}") from None
-        allow_unpriced = data.get("allow_unpriced", False)
-        if not isinstance(allow_unpriced, bool):  # bool("false") is True
-            raise PoolFileError(f"{source}: allow_unpriced must be true or false, not {allow_unpriced!r}")
+            err = e.errors()[0]
+            raise PoolFileError(f"{source}: invalid prompt section: {'.'.join(map(str, err['loc'])) or 'prompt'}: "
+                                f"{err['msg'].removeprefix('Value error, ')}") from None
+        allow = parse_bool(data.get("allow_unpriced", False), field="allow_unpriced", source=source, error=PoolFileError)
         try:
-            return cls(data["models"], allow_unpriced=allow_unpriced, prompt=prompt)
+            return cls(data["models"], allow_unpriced=allow, prompt=prompt)
         except PoolFileError as e:
             raise PoolFileError(f"{source}: {e}") from None
 

@@ -11,9 +11,10 @@ a short system prompt, one worked example as a previous turn, then the problem.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["PromptTemplate", "STEP_DELIMITER"]
 
@@ -45,6 +46,23 @@ class PromptTemplate(BaseModel):
     )
     chat_first_instruction: str = "Write only the first step (one short paragraph)."
     delimiter: str = Field(STEP_DELIMITER, min_length=1)
+
+    @field_validator("chat_instruction")
+    @classmethod
+    def _one_steps_placeholder(cls, v: str) -> str:
+        """Checked when the template is loaded: ``.format(steps=...)`` would otherwise raise a
+        KeyError at the first chat step of a run (``{oops}``), or the model would never see the steps."""
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+        except ValueError as e:
+            raise ValueError(f"chat_instruction is not a valid template ({e}); write a literal brace as '{{{{' or '}}}}'") from None
+        unknown = fields - {"steps"}
+        if unknown:
+            raise ValueError(f"chat_instruction has unknown placeholder(s) {sorted(unknown)}; the only one is {{steps}} "
+                             "(write a literal brace as '{{' or '}}')")
+        if "steps" not in fields:
+            raise ValueError("chat_instruction must contain {steps}, where the steps so far go")
+        return v
 
     def _preamble(self) -> list[dict[str, str]]:
         msgs = [{"role": "system", "content": self.system}]

@@ -15,6 +15,25 @@ from roro_sdk.testing import FakeModel, FakeOpenAIServer
 FAST_RETRY = RetryPolicy(initial_s=0.01, max_s=0.02, jitter_s=0.0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_dir(tmp_path_factory):
+    """Every cache a test writes (generations, converted local models) lands in a temporary folder,
+    never in ``~/.cache/roro-sdk`` or the user's ``$RORO_CACHE_DIR``: the code honours
+    ``RORO_CACHE_DIR``, so the tests point it here. Local models already converted in the user's
+    cache are linked in and only read, so the ``local_models`` tests do not convert them again."""
+    from roro_sdk.local.registry import default_cache_dir, list_local_models
+
+    folder = tmp_path_factory.mktemp("roro-cache")
+    (folder / "models").mkdir()
+    for info in list_local_models(default_cache_dir()):  # the user's cache, read before it is replaced
+        if info.cached:
+            (folder / "models" / info.name).symlink_to(info.path, target_is_directory=True)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RORO_CACHE_DIR", str(folder))
+    yield folder
+    mp.undo()
+
+
 @pytest.fixture
 def server():
     srv = FakeOpenAIServer(

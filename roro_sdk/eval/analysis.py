@@ -89,6 +89,9 @@ def analyze(runs: Sequence[RunResult]) -> Analysis:
     index = {p.label: p for p in plotted}
     out.frontier = [index[label] for _, _, label in front]
     out.oracle = _oracle(runs)
+    if runs and all(r.n_checked == 0 for r in runs):
+        out.notes.append("no query has a reference answer: accuracy is n/a, so the curves, AUC, APGR, CPT and the "
+                         "oracle compare nothing; give a dataset with answers.")
     if any(not r.priced for r in runs):
         out.notes.append("some models are UNPRICED: their calls count as $0, so costs are lower bounds.")
     return out

@@ -44,8 +44,10 @@ def add_subcommands(sub: Any) -> None:
 def pool_for(args: argparse.Namespace):
     """A sim pool when ``--pool sim[:spec]`` is given, or when the dataset is a sim bench and no
     pool is; otherwise None (the caller uses its default)."""
+    from ..tasks import is_sim_spec
+
     src = getattr(args, "pool", None) or getattr(args, "dataset", None) or ""
-    if src.startswith("sim") and not Path(src).exists():
+    if is_sim_spec(src) and not Path(src).exists():
         from ..sim import parse_sim_spec, sim_pool
 
         return sim_pool(parse_sim_spec(src))
@@ -65,13 +67,16 @@ def wants_report(args: argparse.Namespace) -> bool:
 
 
 def _print_run(r) -> None:
+    from .report import accuracy_text, cost_text
+
     hits = "" if r.cache is None else f"  cache {int(r.cache['hits'])}/{int(r.cache['hits'] + r.cache['misses'])}"
-    print(f"  {r.label:<24} acc {r.accuracy:6.1%} [{r.accuracy_ci[0]:.1%}, {r.accuracy_ci[1]:.1%}]  "
-          f"${r.mean_cost_usd:.3g}/q  large {r.large_step_share:4.0%}  {r.wall_s:6.1f}s{hits}", flush=True)
+    print(f"  {r.label:<24} acc {accuracy_text(r.accuracy, r.n_checked, r.accuracy_ci)}  "
+          f"${cost_text(r.mean_cost_usd, r.priced, '.3g')}/q  large {r.large_step_share:4.0%}  {r.wall_s:6.1f}s{hits}", flush=True)
 
 
 def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list) -> int:
     """``roro eval`` with sweeps, the random curve or ``--report``: evaluate, print, write the report."""
+    from .._files import write_text_file
     from .compare import evaluate, parse_values
     from .report import _num, _pct, write_report
 
@@ -93,7 +98,7 @@ def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list
         paths = write_report(res, args.report, plots=not args.no_plots)
         print(f"report: {paths['markdown']}")
     if args.summary_json:
-        Path(args.summary_json).write_text(res.model_dump_json(indent=1, by_alias=True))
+        write_text_file(args.summary_json, res.model_dump_json(indent=1, by_alias=True), what="--summary-json file")
     return 0
 
 
@@ -106,9 +111,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from ..cache import GenerationCache
+    from ..cache import GenerationCache, cache_file
 
-    cache = GenerationCache(args.path)
+    path = cache_file(args.path)
+    if not path.is_file():  # looking must not create an empty cache (or its folders)
+        print(f"no generation cache at {path}")
+        return 0
+    cache = GenerationCache(path)
     if args.action == "clear":
         n = cache.clear(model=args.model)
         print(f"removed {n} entries from {cache.path}")

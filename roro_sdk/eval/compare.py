@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from ..errors import ConfigError, RouterError
 from ..pool import ModelPool
 from ..routers import FixedRouter, RandomRouter, Router, make_router
 from ..runtime import StepwiseRuntime, as_query
-from ..trajectories import write_trajectories
+from ..trajectories import TrajectoryAppender
 from ..types import Query, Trajectory
 from .analysis import LARGE, SMALL, analyze
 from .metrics import bootstrap_ci
@@ -43,12 +44,18 @@ def parse_values(text: str) -> list[float]:
             span, _, count = text.partition("/")
             lo, _, hi = span.partition("..")
             n = int(count) if count else 5
-            if n < 2:
-                raise ConfigError(f"a range needs at least 2 values, got /{n}")
-            return [round(float(v), 10) for v in np.linspace(float(lo), float(hi), n)]
-        return [float(v) for v in text.split(",") if v.strip()]
+            if not 2 <= n <= 1000:  # each value is a whole evaluation run
+                raise ConfigError(f"a range needs 2 to 1000 values, got /{n}")
+            values = [round(float(v), 10) for v in np.linspace(float(lo), float(hi), n)]
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"cannot read knob values {text!r}: use '0.5,0.7,0.9' or '0.5..0.9/5'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"knob values must be finite numbers, got {text!r}")
+    return values
 
 
 @dataclass
@@ -108,7 +115,8 @@ def run_result(trajs: Sequence[Trajectory], *, label: str, family: str, role: st
     n = len(records)
     return RunResult(
         label=label, router=s.router, family=family, role=role, knob=knob, seed=seed, n=n, n_checked=s.n_checked,
-        accuracy=s.accuracy, accuracy_ci=bootstrap_ci(checked, n_boot=bootstrap, level=ci_level, seed=ci_seed),
+        accuracy=s.accuracy, accuracy_ci=(None, None) if not checked else bootstrap_ci(checked, n_boot=bootstrap, level=ci_level,
+                                                                                       seed=ci_seed),
         mean_cost_usd=sum(costs) / n if n else 0.0, mean_cost_ci=bootstrap_ci(costs, n_boot=bootstrap, level=ci_level, seed=ci_seed),
         total_cost_usd=sum(costs), priced=s.priced, mean_steps=s.mean_steps, steps_by_model=s.steps_by_model,
         tokens_by_model=s.tokens_by_model, input_tokens_by_model=in_tok, large_step_share=s.large_step_share,
@@ -156,6 +164,39 @@ def _plan(routers: Iterable[Any], sweeps: Iterable[Sweep | str], random_seeds: i
     return out  # type: ignore[return-value]
 
 
+def _check_settings(*, random_seeds: int, random_grid: Sequence[float], bootstrap: int, ci_level: float) -> None:
+    """Before the first run: these would otherwise fail (or silently do nothing) after hours of runs."""
+    if isinstance(random_seeds, bool) or not isinstance(random_seeds, int) or random_seeds < 0:
+        raise ConfigError(f"random_seeds must be a whole number >= 0 (0: no random curve), got {random_seeds!r}")
+    if random_seeds and not random_grid:
+        raise ConfigError("random_seeds > 0 needs at least one p value in random_grid")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 1:
+        raise ConfigError(f"bootstrap must be a positive number of resamples, got {bootstrap!r}")
+    if not 0.0 < ci_level < 1.0:
+        raise ConfigError(f"ci_level must be within (0, 1), got {ci_level!r}")
+
+
+async def _run(pool: ModelPool, qs: list[Query], label: str, family: str, role: str, router: Router, knob: float | None,
+               rseed: int | None, writer: TrajectoryAppender | None, *, concurrency: int, max_steps: int,
+               token_budget: int | None, cost_budget: float | None, progress: bool, bootstrap: int, ci_level: float,
+               seed: int) -> RunResult:
+    """One router on every query; each trajectory is appended to ``writer`` as soon as it finishes."""
+    rt = StepwiseRuntime(pool, router, max_steps=max_steps, token_budget=token_budget, cost_budget=cost_budget)
+    before = copy.copy(pool.cache.stats) if pool.cache is not None else None
+
+    def finished(t: Trajectory) -> None:
+        t.metadata["eval_label"] = label
+        if writer is not None:
+            writer.write(t)
+
+    t0 = time.perf_counter()
+    trajs = await rt.arun_many(qs, concurrency=concurrency, progress=progress, on_result=finished)
+    wall = time.perf_counter() - t0
+    cache = pool.cache.stats.minus(before).as_dict() if pool.cache is not None else None
+    return run_result(trajs, label=label, family=family, role=role, large=pool.large, knob=knob, seed=rseed, wall_s=wall,
+                      cache=cache, bootstrap=bootstrap, ci_level=ci_level, ci_seed=seed)
+
+
 async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], routers: Iterable[Any] = (), *,
                     sweeps: Iterable[Sweep | str] = (), random_seeds: int = 0,
                     random_grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), references: bool = True,
@@ -169,28 +210,24 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
     qs = [as_query(q) for q in queries]
     if not qs:
         raise ConfigError("evaluate needs at least one query")
+    _check_settings(random_seeds=random_seeds, random_grid=random_grid, bootstrap=bootstrap, ci_level=ci_level)
     plan = _plan(routers, sweeps, random_seeds, random_grid, references, seed)
     if not plan:
         raise ConfigError("nothing to evaluate: give routers, sweeps or random_seeds")
     for _, _, _, router, _, _ in plan:  # fail before the first run, not after an hour of them
         router.check(pool)
     runs: list[RunResult] = []
-    for label, family, role, router, knob, rseed in plan:
-        rt = StepwiseRuntime(pool, router, max_steps=max_steps, token_budget=token_budget, cost_budget=cost_budget)
-        before = copy.copy(pool.cache.stats) if pool.cache is not None else None
-        t0 = time.perf_counter()
-        trajs = await rt.arun_many(qs, concurrency=concurrency, progress=progress)
-        wall = time.perf_counter() - t0
-        cache = pool.cache.stats.minus(before).as_dict() if pool.cache is not None else None
-        for t in trajs:
-            t.metadata["eval_label"] = label
-        if trajectories_out is not None:
-            write_trajectories(trajectories_out, trajs)
-        run = run_result(trajs, label=label, family=family, role=role, large=pool.large, knob=knob, seed=rseed, wall_s=wall,
-                         cache=cache, bootstrap=bootstrap, ci_level=ci_level, ci_seed=seed)
-        runs.append(run)
-        if on_run is not None:
-            on_run(run)
+    writer = TrajectoryAppender(trajectories_out) if trajectories_out is not None else None
+    try:
+        for label, family, role, router, knob, rseed in plan:
+            runs.append(await _run(pool, qs, label, family, role, router, knob, rseed, writer, concurrency=concurrency,
+                                   max_steps=max_steps, token_budget=token_budget, cost_budget=cost_budget,
+                                   progress=progress, bootstrap=bootstrap, ci_level=ci_level, seed=seed))
+            if on_run is not None:
+                on_run(runs[-1])
+    finally:
+        if writer is not None:
+            writer.close()
     if pool.cache is not None:
         pool.cache.flush()
     settings = {"max_steps": max_steps, "token_budget": token_budget, "cost_budget": cost_budget, "concurrency": concurrency,
@@ -215,7 +252,8 @@ def evaluate(pool: ModelPool, queries: Sequence[Query | str | dict], routers: It
     Keywords: ``references`` (add all-small/all-large when missing, default True),
     ``concurrency``, ``max_steps``, ``token_budget``, ``cost_budget``, ``bootstrap`` (resamples
     for the 95% intervals), ``ci_level``, ``seed``, ``dataset`` (a name for the report),
-    ``progress``, ``trajectories_out`` (JSONL file that every trajectory is appended to),
+    ``progress``, ``trajectories_out`` (JSONL file that each trajectory is appended to as soon
+    as it finishes, so a killed evaluation keeps every finished one),
     ``on_run`` (called with each finished :class:`RunResult`).
     """
     from .._sync import run_sync

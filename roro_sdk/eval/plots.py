@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .results import CurvePoint, EvalResults
+from .results import CurvePoint, EvalResults, RunResult
 
 __all__ = ["plot_tradeoff"]
 
@@ -29,6 +29,12 @@ def _mpl():
     return Figure, FigureCanvasAgg
 
 
+def _ci(r: RunResult) -> tuple[float, float]:
+    """The accuracy interval, zero-width when no answer was checked (no interval to draw)."""
+    lo, hi = r.accuracy_ci
+    return (r.accuracy if lo is None else lo, r.accuracy if hi is None else hi)
+
+
 def plot_tradeoff(results: EvalResults, path: str | Path, *, title: str | None = None, dpi: int = 130) -> Path:
     """Draw the trade-off figure of ``results`` into ``path`` (PNG) and return the path."""
     Figure, Canvas = _mpl()
@@ -36,7 +42,7 @@ def plot_tradeoff(results: EvalResults, path: str | Path, *, title: str | None =
     fig = Figure(figsize=(12.5, 5.2), layout="constrained")
     Canvas(fig)
     ax_cost, ax_share = fig.subplots(1, 2)
-    ci = {r.label: r.accuracy_ci for r in results.runs}
+    ci = {r.label: _ci(r) for r in results.runs}
     palette = [f"C{i}" for i in range(10) if i not in (3, 7)]  # C3 (red): the oracle's; C7 (grey): the random baseline's
 
     def err(points: list[CurvePoint]):
@@ -67,7 +73,8 @@ def plot_tradeoff(results: EvalResults, path: str | Path, *, title: str | None =
                 continue
             r = results.run(label)
             x = r.mean_cost_usd if xkey == "mean_cost_usd" else r.large_step_share
-            ax.errorbar([x], [r.accuracy], yerr=[[r.accuracy - r.accuracy_ci[0]], [r.accuracy_ci[1] - r.accuracy]], fmt=marker,
+            lo, hi = _ci(r)
+            ax.errorbar([x], [r.accuracy], yerr=[[r.accuracy - lo], [hi - r.accuracy]], fmt=marker,
                         color="black", ms=7, capsize=3, zorder=5, label=label)
             if xkey == "large_step_share":
                 ax.axhline(r.accuracy, color="black", lw=0.6, ls=":", zorder=0)

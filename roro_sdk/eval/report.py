@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._files import output_dir
 from .analysis import analyze
 from .results import CurveResult, EvalResults
 
-__all__ = ["write_report", "rebuild_report", "render_markdown"]
+__all__ = ["write_report", "rebuild_report", "render_markdown", "accuracy_text", "cost_text"]
 
 RESULTS, MARKDOWN, FIGURE = "results.json", "report.md", "tradeoff.png"
 
@@ -23,6 +24,18 @@ def _pct(x: float | None) -> str:
 
 def _usd(x: float | None) -> str:
     return "–" if x is None else f"${x:.3g}"
+
+
+def accuracy_text(accuracy: float, n_checked: int, ci: tuple[float | None, float | None] | None = None) -> str:
+    """``62.5% [40.0%, 80.0%]``, or ``n/a`` when no answer was checked (0.0% would read as all wrong)."""
+    if not n_checked:
+        return "n/a (no answers to check)"
+    return f"{accuracy:.1%}" + ("" if ci is None else f" [{_pct(ci[0])}, {_pct(ci[1])}]")
+
+
+def cost_text(usd: float, priced: bool, fmt: str = ".6f") -> str:
+    """A dollar figure, flagged when an unpriced model counted as $0 in it (it is then a lower bound)."""
+    return format(usd, fmt) + ("" if priced else " (unpriced)")
 
 
 def _num(x: float | None, fmt: str = ".3f") -> str:
@@ -68,7 +81,7 @@ def render_markdown(results: EvalResults, *, figure: str | None = FIGURE) -> str
         toks = ", ".join(f"{k} {v}" for k, v in sorted(r.tokens_by_model.items()))
         hits = "–" if r.cache is None else f"{int(r.cache.get('hits', 0))}/{int(r.cache.get('hits', 0) + r.cache.get('misses', 0))}"
         rows.append([r.label + (" (sweep)" if r.role == "sweep" else ""),
-                     f"{r.accuracy:.1%} [{_pct(r.accuracy_ci[0])}, {_pct(r.accuracy_ci[1])}]",
+                     accuracy_text(r.accuracy, r.n_checked, r.accuracy_ci),
                      f"{_usd(r.mean_cost_usd)} [{_usd(r.mean_cost_ci[0])}, {_usd(r.mean_cost_ci[1])}]",
                      _usd(r.total_cost_usd) + ("" if r.priced else " (UNPRICED)"), _pct(r.large_step_share),
                      _pct(r.large_token_share), f"{r.mean_steps:.1f}", toks, f"{r.latency_p50_s:.3g}/{r.latency_p95_s:.3g}",
@@ -109,8 +122,7 @@ def render_markdown(results: EvalResults, *, figure: str | None = FIGURE) -> str
 
 def write_report(results: EvalResults, out_dir: str | Path, *, plots: bool = True, title: str | None = None) -> dict[str, Path]:
     """Write ``results.json``, ``report.md`` and (``plots``) ``tradeoff.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir, what="report folder")
     paths = {"results": results.save(out / RESULTS)}
     if plots:
         from .plots import plot_tradeoff

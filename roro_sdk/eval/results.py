@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._files import read_text_file
 from ..errors import DatasetError
 
 __all__ = ["SCHEMA", "QueryRecord", "RunResult", "CurvePoint", "CurveResult", "OracleResult", "Analysis", "EvalResults"]
@@ -50,8 +51,8 @@ class RunResult(_M):
     seed: int | None = None
     n: int
     n_checked: int
-    accuracy: float
-    accuracy_ci: tuple[float, float]
+    accuracy: float = Field(description="share correct of the n_checked queries; 0.0 (shown as n/a) when n_checked is 0")
+    accuracy_ci: tuple[float | None, float | None] = Field(description="(None, None) when no answer was checked")
     mean_cost_usd: float
     mean_cost_ci: tuple[float, float]
     total_cost_usd: float
@@ -154,10 +155,9 @@ class EvalResults(_M):
         p = Path(path)
         if p.is_dir():
             p = p / "results.json"
-        if not p.is_file():
-            raise DatasetError(f"evaluation results not found: {p}")
+        text = read_text_file(p, what="evaluation results", error=DatasetError)
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise DatasetError(f"{p}: not valid JSON ({e.msg}, line {e.lineno})") from None
         schema = str(data.get("schema", "")) if isinstance(data, dict) else ""

@@ -40,41 +40,74 @@ ROUTER_SPECS = {
 }
 
 
+# Knob of each numeric spec kind: (default, lowest, highest), the range its router reads.
+_KNOBS: dict[str, tuple[float, float, float]] = {
+    "random": (0.5, 0.0, 1.0),
+    "steer": (0.8, 0.0, 1.0),
+    "specreason": (7.0, 0.0, 9.0),
+    "trim": (0.3, 0.0, 1.0),
+    "query": (0.5, 0.0, 1.0),
+}
+
+
+def _knob(spec: str, kind: str, arg: str) -> float:
+    default, lo, hi = _KNOBS[kind]
+    if not arg.strip():
+        return default
+    try:
+        value = float(arg)
+    except ValueError:
+        raise RouterError(f"router spec {spec!r}: {arg!r} is not a number; use {kind}:<{lo:g}..{hi:g}>") from None
+    if not lo <= value <= hi:  # NaN fails this too
+        raise RouterError(f"router spec {spec!r}: {kind} takes a number within [{lo:g}, {hi:g}], got {arg!r}")
+    return value
+
+
 def make_router(spec: str, *, seed: int = 0) -> Router:
     """A router from a short spec string (the CLI's ``--router``); see :data:`ROUTER_SPECS`."""
+    known = ", ".join(ROUTER_SPECS)
+    if not isinstance(spec, str) or not spec.strip():
+        raise RouterError(f"empty router spec; use one of: {known}")
     spec = spec.strip()
     if spec in ("all-small", "small"):
         return FixedRouter(name="all-small")
     if spec in ("all-large", "large"):
         return FixedRouter(tier=-1)
     kind, _, arg = spec.partition(":")
-    if kind == "fixed" and arg:
+    arg = arg.strip()
+    if kind in ("fixed", "budget", "policy") and not arg:
+        raise RouterError(f"router spec {spec!r} needs a value after '{kind}:'; known: {known}")
+    if kind == "fixed":
         return FixedRouter(arg)
-    if kind == "budget" and arg:
+    if kind == "budget":
         return BudgetGuard(make_router(arg, seed=seed))
-    if kind == "policy" and arg:
+    if kind == "policy":
+        from pathlib import Path
+
+        if not Path(arg).expanduser().is_dir():  # before the import: say what is missing, not that torch is
+            raise RouterError(f"router spec {spec!r}: the policy folder {arg} does not exist; give a folder saved by "
+                              "'roro train-router' (or PolicyRouter.save)")
         from ..policy.router import PolicyRouter
 
-        return PolicyRouter.load(arg)
-    numeric = {
-        "random": (0.5, lambda v: RandomRouter(p_large=v, seed=seed)),
-        "steer": (0.8, ConfidenceRouter),
-        "specreason": (7.0, SpecReasonRouter),
-        "trim": (0.3, TrimRouter),
-        "query": (0.5, QueryLevelRouter),
-    }
-    if kind in numeric:
-        default, build = numeric[kind]
-        return build(_number(spec, arg) if arg else default)
-    known = ", ".join(ROUTER_SPECS)
-    raise RouterError(f"unknown router {spec!r}; known: {known}")
-
-
-def _number(spec: str, arg: str) -> float:
+        return PolicyRouter.load(Path(arg).expanduser())
+    # (default, lowest, highest) of each numeric knob: the range its router reads
+    knobs = {"random": (0.5, 0.0, 1.0), "steer": (0.8, 0.0, 1.0), "specreason": (7.0, 0.0, 9.0),
+             "trim": (0.3, 0.0, 1.0), "query": (0.5, 0.0, 1.0)}
+    if kind not in knobs:
+        raise RouterError(f"unknown router {spec!r}; known: {known}")
+    default, lo, hi = knobs[kind]
     try:
-        value = float(arg)
+        value = float(arg) if arg else default
     except ValueError:
-        raise RouterError(f"router spec {spec!r}: {arg!r} is not a number") from None
-    if not math.isfinite(value):
-        raise RouterError(f"router spec {spec!r}: {arg!r} must be a finite number")
-    return value
+        raise RouterError(f"router spec {spec!r}: {arg!r} is not a number; use {kind}:<{lo:g}..{hi:g}>") from None
+    if not lo <= value <= hi:  # NaN fails this comparison too
+        raise RouterError(f"router spec {spec!r}: {kind} takes a number within [{lo:g}, {hi:g}], got {arg!r}")
+    if kind == "random":
+        return RandomRouter(p_large=value, seed=seed)
+    if kind == "steer":
+        return ConfidenceRouter(value)
+    if kind == "specreason":
+        return SpecReasonRouter(value)
+    if kind == "trim":
+        return TrimRouter(value)
+    return QueryLevelRouter(value)

@@ -117,7 +117,11 @@ class SimConfig(_Model):
         try:
             return SimConfig.model_validate({**self.model_dump(), **changes})
         except ValidationError as e:
-            raise ConfigError(f"invalid sim config: {e}") from None
+            err = e.errors()[0]
+            if not err["loc"]:  # a check across fields: its message names them
+                raise ConfigError(f"invalid sim config: {err['msg'].removeprefix('Value error, ')}") from None
+            where = ".".join(map(str, err["loc"]))
+            raise ConfigError(f"invalid sim config: {where}: {err['msg']} (got {err['input']!r})") from None
 
     # ----- presets --------------------------------------------------------------------------
     @classmethod

@@ -6,7 +6,6 @@ Registered through ``roro_sdk.cli._COMMAND_MODULES``; heavy imports happen insid
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -99,30 +98,9 @@ def _print_scoring(s: Any) -> None:
 
 
 def _read_config(path: str) -> dict[str, Any]:
-    from ..errors import ConfigError
+    from .._files import load_mapping_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p} is not UTF-8 text; give a YAML or JSON config file") from None
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"cannot parse {p}: {str(e)[:300]}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"cannot parse {p}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    return data
+    return load_mapping_file(path, what="config file")
 
 
 def cmd_train_judge(args: argparse.Namespace) -> int:

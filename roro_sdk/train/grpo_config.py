@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -122,25 +121,9 @@ def load_grpo_config(path: str | Path | None = None, **overrides) -> GRPOConfig:
     ``"rewards.lambda_p"`` set one field of a section); errors name the field."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise TrainingConfigError(f"training config not found: {p}")
-        try:
-            text = p.read_text(encoding="utf-8")
-            if p.suffix in (".yaml", ".yml"):
-                import yaml
+        from .._files import load_mapping_file
 
-                data = yaml.safe_load(text) or {}
-            elif p.suffix == ".toml":
-                import tomllib
-
-                data = tomllib.loads(text)
-            else:
-                data = json.loads(text)
-        except Exception as e:
-            raise TrainingConfigError(f"cannot parse {p}: {e}") from None
-    if not isinstance(data, dict):
-        raise TrainingConfigError(f"{path}: expected a mapping of config fields at the top level")
+        data = load_mapping_file(path, what="training config", error=TrainingConfigError)
     data = apply_overrides(data, overrides)
     try:
         return GRPOConfig.model_validate(data)
