@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -98,6 +99,24 @@ def _trajectory(p: Path, lineno: int, raw: bytes) -> Trajectory:
         why = " ".join(str(e).split())[:160]
         raise DatasetError(f"{p}:{lineno}: not a valid trajectory ({why}); this is not a collection file or "
                            "it is corrupt, so it cannot be resumed: give another --out") from None
+
+
+def errored_cost(err_path: str | Path) -> float:
+    """Dollars spent on the failed runs recorded in a collection's ``.errors.jsonl`` (0 for records
+    written before costs were recorded there, and for unreadable lines)."""
+    total = 0.0
+    try:
+        lines = Path(err_path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return 0.0
+    for line in lines:
+        try:
+            cost = json.loads(line).get("cost_usd") or 0.0
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(cost, (int, float)) and math.isfinite(cost):
+            total += float(cost)
+    return total
 
 
 class _Appender:
@@ -211,6 +230,7 @@ async def acollect(
 
     writer = _Appender(path, fsync=fsync)
     err_path = path.with_name(path.name + ".errors.jsonl")
+    prior_cost += errored_cost(err_path)  # failed runs were paid for too: the cost cap counts them
     sem = asyncio.Semaphore(concurrency)
     spent = prior_cost
     bar = None
@@ -234,7 +254,8 @@ async def acollect(
         if traj.stop_reason == "error":
             res.errors += 1
             with open(err_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"id": tid, "query_id": q.id, "policy": name, "rollout": r, "error": traj.error}) + "\n")
+                fh.write(json.dumps({"id": tid, "query_id": q.id, "policy": name, "rollout": r, "error": traj.error,
+                                     "cost_usd": traj.cost_usd}) + "\n")
         else:
             writer.write(traj.to_jsonl())
             res.written += 1

@@ -25,6 +25,7 @@ from .answers import check_answer, extract_answer, find_marked_answer
 from .errors import BudgetError, ConfigError, ModelCallError, RoroError, RouterError
 from .pool import Generation, ModelPool
 from .routers.base import BudgetExhausted, Decision, Router, RoutingState
+from .trajectories import TrajectoryAppender
 from .types import Query, Step, StopReason, Trajectory
 
 __all__ = ["StepwiseRuntime", "as_query"]
@@ -55,6 +56,8 @@ def _check_budget(name: str, value: float | int | None) -> None:
         return
     if isinstance(value, float) and math.isnan(value) or value < 0:
         raise BudgetError(f"{name} must be a non-negative number, got {value}")
+    if name == "token_budget" and value == 0:  # (a cost budget of 0 still runs free models)
+        raise BudgetError("token_budget must be at least 1: with 0 no step can be written; leave it unset for no limit")
 
 
 class StepwiseRuntime:
@@ -208,7 +211,7 @@ class StepwiseRuntime:
         self.pool.check_keys()
         sem = asyncio.Semaphore(concurrency)
         bar = _progress(len(qs), self.router.name) if progress else None
-        fh = open(out, "a", encoding="utf-8") if out else None
+        fh = TrajectoryAppender(out) if out else None
         results: list[Trajectory | None] = [None] * len(qs)
         correct = 0
 
@@ -218,8 +221,7 @@ class StepwiseRuntime:
                 t = await self.arun(q, raise_on_error=False)
             results[i] = t
             if fh is not None:
-                fh.write(t.to_jsonl() + "\n")
-                fh.flush()
+                fh.write(t)
             if on_result is not None:
                 on_result(t)
             if bar is not None:

@@ -165,3 +165,20 @@ def test_rollout_pools_keep_the_generation_cache(tmp_path):
         pool = ModelPool(_pool(srv).specs, retry=FAST_RETRY, cache=cache)
         collect(sample_queries(2), pool, ["all-small"], out=tmp_path / "t.jsonl", rollouts=1)
     assert len(cache) > 0
+
+
+def test_the_cost_of_failed_runs_counts_after_a_resume(tmp_path):
+    # A run that fails after paid steps cost money; its cost is in the errors file, so a resumed
+    # collection's total (and its cost cap) still counts it.
+    qs = sample_queries(1)
+    out = tmp_path / "t.jsonl"
+    with FakeOpenAIServer() as srv:
+        pool = _pool(srv, max_retries=0)
+        srv.inject("large", [200, 400])  # one paid step, then a permanent failure
+        res = collect(qs, pool, ["all-large"], out=out)
+        assert res.errors == 1 and res.written == 0 and res.cost_usd > 0
+        rec = json.loads((tmp_path / "t.jsonl.errors.jsonl").read_text())
+        assert rec["cost_usd"] == pytest.approx(res.cost_usd)
+        again = collect(qs, pool, ["all-large"], out=out)
+        assert again.written == 1
+        assert again.total_cost_usd == pytest.approx(res.cost_usd + again.cost_usd)

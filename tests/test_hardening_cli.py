@@ -79,6 +79,10 @@ def test_appending_never_glues_a_line_to_a_torn_tail(tmp_path):
     with pytest.warns(UserWarning, match="torn"), TrajectoryAppender(out) as w:
         w.write(trajs[0])
     assert [t.id for t in read_trajectories(out)] == [trajs[0].id, trajs[1].id, trajs[0].id]
+    out.write_bytes(out.read_bytes() + b'{"id": "half')
+    with pytest.warns(UserWarning, match="torn"):  # the runtime's own out= path too
+        StepwiseRuntime(sim_pool(), make_router("all-small")).run_many(sim_queries(n=1), out=out)
+    assert len(read_trajectories(out)) == 4
 
 
 def test_a_collection_file_that_is_not_one_is_refused_unchanged(tmp_path):
@@ -153,6 +157,8 @@ def files(tmp_path):
     f["empty"].write_text("")
     f["simple"].write_text('{"question": "What is 1+1?", "answer": "2"}\n')
     f["dir"].mkdir()
+    f["training_list"] = tmp_path / "training_list.yaml"
+    f["training_list"].write_text("training: [1]\n")
     return {k: str(v) for k, v in f.items()}
 
 
@@ -202,6 +208,10 @@ BAD_INPUTS = [
     (["eval", "--dataset", "sim", "--limit", "2", "--append"], "need --out"),
     (["eval", "--dataset", "sim:p_hard=nan", "--limit", "2"], "invalid sim config: p_hard: Input should be less than or equal to 1"),
     (["eval", "--dataset", "sim:min_steps=5,max_steps=2", "--limit", "2"], "min_steps (5) must not exceed max_steps (2)"),
+    (["run", "q", "--pool", "sim", "--token-budget", "0"], "token_budget must be at least 1"),
+    (["pairs", "--trajectories", "{empty}", "--out", "{dir}/p.jsonl", "--kinds", ""], "names no pair kind"),
+    (["train-judge", "--trajectories", "{empty}", "--pairs", "{empty}", "--out", "{dir}/j2", "--tiny",
+      "--config", "{training_list}"], "'training:' must be a mapping"),
 ]
 
 

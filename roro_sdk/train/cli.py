@@ -35,11 +35,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..pairs import PairConfig, build_pairs, record_step_verifier, write_pairs
     from ..trajectories import read_trajectories
 
     trajs = read_trajectories(args.trajectories)
-    cfg = PairConfig(kinds=[k.strip() for k in args.kinds.split(",") if k.strip()], cost_margin=args.cost_margin,
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds:  # an empty list would silently build no pair at all
+        raise ConfigError(f"--kinds {args.kinds!r} names no pair kind; use some of outcome,cost,process")
+    cfg = PairConfig(kinds=kinds, cost_margin=args.cost_margin,
                      min_cost_delta=args.min_cost_delta, process_cost_tolerance=args.process_cost_tolerance,
                      process_margin=args.process_margin, max_pairs_per_query=args.max_per_query or None,
                      max_pairs_per_kind=args.max_per_kind, balance_kinds=args.balance_kinds, seed=args.seed)
@@ -51,8 +55,6 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     elif args.process.startswith("judge:"):
         scores, scoring = _judge_scores(args.process.split(":", 1)[1], trajs)
     elif args.process != "none":
-        from ..errors import ConfigError
-
         raise ConfigError(f"--process {args.process!r}: use 'step-records', 'none' or 'judge:<config.yaml>'")
     ps = build_pairs(trajs, cfg, process_scores=scores, step_verifier=verifier)
     ps.stats.process_scoring = scoring
@@ -119,7 +121,10 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
     data = PairSet(pairs=pairs, trajectories=trajs, stats=PairStats())
     conf = _read_config(args.config) if args.config else {}
-    train_kw = dict(conf.get("training", {}))
+    section = conf.get("training", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{args.config}: 'training:' must be a mapping of JudgeTrainingConfig fields, not {section!r}")
+    train_kw = dict(section)
     for key in ("rounds", "judge_steps", "rubricor_steps", "seed"):
         v = getattr(args, key)
         if v is not None:
