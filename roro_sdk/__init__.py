@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 from .answers import check_answer, extract_answer
 from .cache import GenerationCache
 from .defaults import default_pool
@@ -70,7 +72,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .policy.router import PolicyRouter, PolicyTemplate
     from .train.grpo import evaluate_router, train_router
 
-__version__ = "0.1.0"
 
 # Names whose modules need torch/transformers (the ``train`` extra): imported on first use, so
 # ``import roro_sdk`` stays light and works on the core install. They are public but kept out of

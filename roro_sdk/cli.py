@@ -16,25 +16,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import __version__
+from ._version import __version__
 from ._files import output_dir, output_file, write_text_file
 from .errors import ConfigError, RoroError, RouterError
 
 __all__ = ["main"]
-
-
-def _pool(args: argparse.Namespace):
-    from .defaults import default_pool
-    from .errors import PoolFileError
-    from .eval.cli import pool_for
-    from .pool import ModelPool
-
-    if getattr(args, "pool", None) is not None and not args.pool.strip():  # not a silent fall back to the local models
-        raise PoolFileError("--pool is empty: give a pool file, or 'sim[:preset]', or leave --pool out for the local pool")
-    sim = pool_for(args)  # --pool sim[:spec], or a sim dataset without --pool: the sim bench
-    if sim is not None:
-        return sim
-    return ModelPool.from_file(args.pool) if getattr(args, "pool", None) else default_pool()
 
 
 def _routers(spec: str, seed: int) -> list:
@@ -154,14 +140,6 @@ def _eval_out(args: argparse.Namespace) -> Path | None:
         raise ConfigError(f"--out {out} already holds trajectories; pass --append to add to it or --overwrite to "
                           "replace it (or choose another file)")
     return out
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for j, r in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -426,13 +426,15 @@ class ModelPool:
         return kw
 
     @staticmethod
-    def _ensure_provider(model: str) -> None:
+    def _ensure_provider(model: str) -> Any:
+        """Register roro-sdk's own LiteLLM provider of ``model`` (if it is one); returns its handler."""
         provider = model.split("/", 1)[0]
         hook = _PROVIDER_HOOKS.get(provider)
         if hook:
             import importlib
 
-            getattr(importlib.import_module(hook[0]), hook[1])()
+            return getattr(importlib.import_module(hook[0]), hook[1])()
+        return None
 
     async def agenerate(
         self,
@@ -601,21 +603,18 @@ class ModelPool:
 
 
 def _own_provider_prompt_tokens(spec: ModelSpec, messages: Sequence[dict[str, Any]]) -> int | None:
-    """The exact input tokens roro-sdk's own providers will report, else None: a ``roro_local``
-    model's tokenizer and chat template, or the ``roro_sim`` bench's token accounting."""
-    provider, _, name = spec.model.partition("/")
+    """The exact input tokens one of roro-sdk's own providers will report, else None. A provider's
+    handler offers ``count_prompt_tokens(name, messages, api_base)`` (``roro_local``: the model's
+    tokenizer and chat template; ``roro_sim``: the bench's token accounting), so the pool needs no
+    import of the providers above it."""
+    handler = ModelPool._ensure_provider(spec.model) if spec.model.split("/", 1)[0] in _PROVIDER_HOOKS else None
+    counter = getattr(handler, "count_prompt_tokens", None)
+    if counter is None:
+        return None
     try:
-        if provider == "roro_local":
-            from .local.provider import get_local_engine
-
-            return len(get_local_engine(name).encode(list(messages))[0])
-        if provider == "roro_sim":
-            from .sim.provider import sim_complete
-
-            return int(sim_complete(name, list(messages), {}, spec.api_base)["prompt_tokens"])
+        return int(counter(spec.model.partition("/")[2], list(messages), spec.api_base))
     except Exception:  # not answerable here: the call itself will report why; count generically
         return None
-    return None
 
 
 def _get(obj: Any, key: str) -> Any:

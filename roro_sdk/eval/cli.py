@@ -78,7 +78,7 @@ def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list
     """``roro eval`` with sweeps, the random curve or ``--report``: evaluate, print, write the report."""
     from .._files import write_text_file
     from .compare import evaluate, parse_values
-    from .report import _num, _pct, write_report
+    from .report import num, pct, write_report
 
     print(f"dataset: {args.dataset} ({len(queries)} queries); pool: {', '.join(pool.names)}", flush=True)
     res = evaluate(pool, queries, routers, sweeps=args.sweep, random_seeds=args.random_seeds,
@@ -88,8 +88,8 @@ def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list
     a = res.analysis
     for c in a.curves + ([a.random_curve] if a.random_curve else []):
         if c.share:
-            print(f"  curve {c.family:<22} AUC {c.share['auc']:.3f}  APGR {_num(c.share['apgr'])}  "
-                  f"CPT(50%) {_pct(c.share['cpt']['50%'])}  CPT(80%) {_pct(c.share['cpt']['80%'])}")
+            print(f"  curve {c.family:<22} AUC {c.share['auc']:.3f}  APGR {num(c.share['apgr'])}  "
+                  f"CPT(50%) {pct(c.share['cpt']['50%'])}  CPT(80%) {pct(c.share['cpt']['80%'])}")
     if a.oracle:
         print(f"  per-query oracle: {a.oracle.accuracy:.1%} at ${a.oracle.mean_cost_usd:.3g}/q")
     for note in a.notes:

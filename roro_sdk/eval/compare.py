@@ -205,7 +205,7 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
                     dataset: str = "custom", progress: bool = False, trajectories_out: str | Path | None = None,
                     on_run: Callable[[RunResult], None] | None = None) -> EvalResults:
     """Evaluate routers on ``queries`` with ``pool``; see :func:`evaluate`."""
-    from .. import __version__
+    from .._version import __version__
 
     qs = [as_query(q) for q in queries]
     if not qs:

@@ -18,7 +18,8 @@ __all__ = ["write_report", "rebuild_report", "render_markdown", "accuracy_text",
 RESULTS, MARKDOWN, FIGURE = "results.json", "report.md", "tradeoff.png"
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A share as a percentage, or a dash when unknown."""
     return "–" if x is None else f"{x:.1%}"
 
 
@@ -30,7 +31,7 @@ def accuracy_text(accuracy: float, n_checked: int, ci: tuple[float | None, float
     """``62.5% [40.0%, 80.0%]``, or ``n/a`` when no answer was checked (0.0% would read as all wrong)."""
     if not n_checked:
         return "n/a (no answers to check)"
-    return f"{accuracy:.1%}" + ("" if ci is None else f" [{_pct(ci[0])}, {_pct(ci[1])}]")
+    return f"{accuracy:.1%}" + ("" if ci is None else f" [{pct(ci[0])}, {pct(ci[1])}]")
 
 
 def cost_text(usd: float, priced: bool, fmt: str = ".6f") -> str:
@@ -38,7 +39,8 @@ def cost_text(usd: float, priced: bool, fmt: str = ".6f") -> str:
     return format(usd, fmt) + ("" if priced else " (unpriced)")
 
 
-def _num(x: float | None, fmt: str = ".3f") -> str:
+def num(x: float | None, fmt: str = ".3f") -> str:
+    """A number in ``fmt``, or a dash when unknown."""
     return "–" if x is None else format(x, fmt)
 
 
@@ -53,8 +55,8 @@ def _curve_rows(curves: list[CurveResult]) -> list[list[str]]:
     for c in curves:
         share, cost, usd = c.share or {}, c.cost or {}, c.cpt_usd or {}
         cpt = share.get("cpt", {})
-        rows.append([c.family, str(len(c.points)), _num(share.get("auc")), _num(share.get("apgr")),
-                     _pct(cpt.get("20%")), _pct(cpt.get("50%")), _pct(cpt.get("80%")), _num(cost.get("apgr")),
+        rows.append([c.family, str(len(c.points)), num(share.get("auc")), num(share.get("apgr")),
+                     pct(cpt.get("20%")), pct(cpt.get("50%")), pct(cpt.get("80%")), num(cost.get("apgr")),
                      _usd(usd.get("50%")), _usd(usd.get("80%"))])
     return rows
 
@@ -68,7 +70,7 @@ def render_markdown(results: EvalResults, *, figure: str | None = FIGURE) -> str
     lines += ["", "Pool (prices in US$ per 1M tokens):", ""]
     lines += _table([["model", "LiteLLM model", "mode", "input", "output"]] + [
         [m["name"] + (" (small)" if m["name"] == r0.pool["small"] else " (large)" if m["name"] == r0.pool["large"] else ""),
-         f"`{m['model']}`", m["mode"], _num(m["input_price_per_m"], "g"), _num(m["output_price_per_m"], "g")]
+         f"`{m['model']}`", m["mode"], num(m["input_price_per_m"], "g"), num(m["output_price_per_m"], "g")]
         for m in r0.pool["models"]])
     if figure:
         lines += ["", f"![accuracy against cost]({figure})"]
@@ -83,15 +85,15 @@ def render_markdown(results: EvalResults, *, figure: str | None = FIGURE) -> str
         rows.append([r.label + (" (sweep)" if r.role == "sweep" else ""),
                      accuracy_text(r.accuracy, r.n_checked, r.accuracy_ci),
                      f"{_usd(r.mean_cost_usd)} [{_usd(r.mean_cost_ci[0])}, {_usd(r.mean_cost_ci[1])}]",
-                     _usd(r.total_cost_usd) + ("" if r.priced else " (UNPRICED)"), _pct(r.large_step_share),
-                     _pct(r.large_token_share), f"{r.mean_steps:.1f}", toks, f"{r.latency_p50_s:.3g}/{r.latency_p95_s:.3g}",
+                     _usd(r.total_cost_usd) + ("" if r.priced else " (UNPRICED)"), pct(r.large_step_share),
+                     pct(r.large_token_share), f"{r.mean_steps:.1f}", toks, f"{r.latency_p50_s:.3g}/{r.latency_p95_s:.3g}",
                      str(r.errors), hits])
     lines += _table(rows)
     curves = a.curves + ([a.random_curve] if a.random_curve else [])
     if curves and a.small_accuracy is not None:
         lines += ["", "## Trade-off metrics (RouteLLM)", "",
-                  f"Between all-small ({_pct(a.small_accuracy)}, {_usd(a.small_cost_usd)}/query) and all-large "
-                  f"({_pct(a.large_accuracy)}, {_usd(a.large_cost_usd)}/query). x = share of steps written by the large "
+                  f"Between all-small ({pct(a.small_accuracy)}, {_usd(a.small_cost_usd)}/query) and all-large "
+                  f"({pct(a.large_accuracy)}, {_usd(a.large_cost_usd)}/query). x = share of steps written by the large "
                   "model; CPT(p) is the share needed to recover p of the accuracy gap; the cost columns use x = cost "
                   "normalised between the two (CPT given back in $/query). Curves are anchored at both ends; a single "
                   "router is the curve through it. Higher AUC/APGR, lower CPT is better.", ""]
@@ -99,15 +101,15 @@ def render_markdown(results: EvalResults, *, figure: str | None = FIGURE) -> str
     if a.random_curve is not None:
         lines += ["", "Random baseline, each point the mean of its seeds:", ""]
         lines += _table([["p(large)", "accuracy", "$/query", "large steps"]] + [
-            [f"{p.knob:g}", _pct(p.accuracy), _usd(p.mean_cost_usd), _pct(p.large_step_share)] for p in a.random_curve.points])
+            [f"{p.knob:g}", pct(p.accuracy), _usd(p.mean_cost_usd), pct(p.large_step_share)] for p in a.random_curve.points])
     if a.oracle is not None:
         o = a.oracle
         lines += ["", "## Ceiling and frontier", "",
-                  f"Per-query oracle (for each query, the cheapest observed run that was correct): **{_pct(o.accuracy)}** at "
-                  f"{_usd(o.mean_cost_usd)}/query, {_pct(o.large_step_share)} large steps."]
+                  f"Per-query oracle (for each query, the cheapest observed run that was correct): **{pct(o.accuracy)}** at "
+                  f"{_usd(o.mean_cost_usd)}/query, {pct(o.large_step_share)} large steps."]
     if a.frontier:
         lines += ["", "Pareto frontier of the observed points (no other point is both cheaper and more accurate):", ""]
-        lines += [f"- {p.label}: {_pct(p.accuracy)} at {_usd(p.mean_cost_usd)}/query" for p in a.frontier]
+        lines += [f"- {p.label}: {pct(p.accuracy)} at {_usd(p.mean_cost_usd)}/query" for p in a.frontier]
     cached = [r for r in r0.runs if r.cache and r.cache.get("hits")]
     if cached:
         hits = sum(int(r.cache["hits"]) for r in cached)  # type: ignore[index]

@@ -240,6 +240,11 @@ def _mapped_errors(model: str) -> Iterator[None]:
 class RoroLocalLLM(CustomLLM):
     """LiteLLM handler: ``completion`` runs a batch of one; ``acompletion`` joins the batcher."""
 
+    @staticmethod
+    def count_prompt_tokens(model: str, messages: list, api_base: str | None = None) -> int:
+        """The prompt tokens a call would report: the model's tokenizer over its chat template."""
+        return len(get_local_engine(model).encode(list(messages))[0])
+
     def completion(self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kwargs: Any):
         with _mapped_errors(model):
             request = request_from_params(messages, optional_params or {})

@@ -15,25 +15,18 @@ Step records (1-based step numbers, as a person would write them)::
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import SimConfig
-from .tasks import SimTask
+from .tasks import SimTask, coin, next_hint, step_hint  # noqa: F401  (re-exported: they were defined here)
 
 __all__ = ["RECORD_RE", "StepOutcome", "coin", "step_outcome", "pending_after", "read_records", "write_step", "verdict_digit", "next_hint", "step_hint"]
 
 RECORD_RE = re.compile(r"Step (\d+) \[(easy|hard)\]: (ok|mistake|recovered|carried)\b")
 _PENDING = {"ok": False, "recovered": False, "mistake": True, "carried": True}
-
-
-def coin(*parts: object) -> float:
-    """A uniform number in [0, 1) from a hash of ``parts``."""
-    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2.0**64
 
 
 @dataclass(frozen=True)
@@ -100,23 +93,6 @@ def write_step(task: SimTask, k: int, pending: bool, model: str, config: SimConf
             text = record  # the verdict (and the hint) conclude a step: a cut-off step shows neither
         return text, max(int(max_tokens), 1), conf, "length"
     return text, need, conf, "stop"
-
-
-def step_hint(task: SimTask, k: int, config: SimConfig) -> str:
-    """`` next: hard|easy`` announcing reasoning step ``k`` when the config gives hints (a property
-    of the task, not of any model), else ``""``. Step 0's hint ends the question, step ``k``'s
-    ends step ``k - 1``: the signal sits right before the decision it is about."""
-    if config.hint_accuracy is None or not 0 <= k < task.n_steps:
-        return ""
-    shown = task.hard[k]
-    if coin(config.seed, task.id, k, "hint") >= config.hint_accuracy:
-        shown = not shown
-    return f" next: {'hard' if shown else 'easy'}"
-
-
-def next_hint(task: SimTask, k: int, config: SimConfig) -> str:
-    """The hint that ends step ``k``: about step ``k + 1`` (none after the last reasoning step)."""
-    return step_hint(task, k + 1, config)
 
 
 def verdict_digit(task: SimTask, k: int, draft: str, prior_pending: bool, verifier: str, config: SimConfig,

@@ -142,6 +142,11 @@ def _make_handler():
         async def acompletion(self, model: str, messages: list, api_base: str | None = None, *args: Any, **kwargs: Any):
             return self.completion(model, messages, api_base, *args, **kwargs)
 
+        @staticmethod
+        def count_prompt_tokens(model: str, messages: list, api_base: str | None = None) -> int:
+            """The prompt tokens a call would report (the pool budgets with it before the call)."""
+            return int(sim_complete(model, messages, {}, api_base)["prompt_tokens"])
+
     return RoroSimLLM()
 
 

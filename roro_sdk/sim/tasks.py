@@ -71,14 +71,36 @@ class SimTask:
         return None if m is None else cls(id=m.group(1), hard=tuple(c == "H" for c in m.group(2).split()))
 
 
+def coin(*parts: object) -> float:
+    """A uniform number in [0, 1) from a hash of ``parts``."""
+    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2.0**64
+
+
+
+def step_hint(task: SimTask, k: int, config: SimConfig) -> str:
+    """`` next: hard|easy`` announcing reasoning step ``k`` when the config gives hints (a property
+    of the task, not of any model), else ``""``. Step 0's hint ends the question, step ``k``'s
+    ends step ``k - 1``: the signal sits right before the decision it is about."""
+    if config.hint_accuracy is None or not 0 <= k < task.n_steps:
+        return ""
+    shown = task.hard[k]
+    if coin(config.seed, task.id, k, "hint") >= config.hint_accuracy:
+        shown = not shown
+    return f" next: {'hard' if shown else 'easy'}"
+
+
+def next_hint(task: SimTask, k: int, config: SimConfig) -> str:
+    """The hint that ends step ``k``: about step ``k + 1`` (none after the last reasoning step)."""
+    return step_hint(task, k + 1, config)
+
+
 def sim_queries(spec: str = "sim", n: int = 20, seed: int = 0, config: SimConfig | None = None) -> list[Query]:
     """``n`` seeded sim tasks as queries. ``spec`` is ``sim`` or ``sim:<preset>,<field>=<value>``
     (see :func:`roro_sdk.sim.parse_sim_spec`); ``config`` replaces the preset. The same (config,
     seed, n) always gives the same tasks, and task ``i`` does not depend on ``n``."""
     if not isinstance(n, int) or n < 1:
         raise DatasetError(f"sim_queries: n must be a positive integer, got {n!r}")
-    from .engine import step_hint  # engine imports this module
-
     cfg = parse_sim_spec(spec, config)
     out = []
     for i in range(n):

@@ -9,7 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..cli import _pool, _table
+from .._cli_common import choose_pool as _pool
+from .._cli_common import print_table as _table
 
 __all__ = ["add_commands"]
 
