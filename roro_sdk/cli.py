@@ -16,8 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ._version import __version__
+from ._cli_common import choose_pool as _pool
+from ._cli_common import print_table as _table
 from ._files import output_dir, output_file, write_text_file
+from ._version import __version__
 from .errors import ConfigError, RoroError, RouterError
 
 __all__ = ["main"]
