@@ -14,7 +14,9 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from .types import ConfigModel
 
 __all__ = ["PromptTemplate", "STEP_DELIMITER"]
 
@@ -32,7 +34,7 @@ _EXAMPLE_STEPS = (
 )
 
 
-class PromptTemplate(BaseModel):
+class PromptTemplate(ConfigModel):
     """The wording of step requests. Every field is plain text a user may replace."""
 
     model_config = ConfigDict(extra="forbid")

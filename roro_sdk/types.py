@@ -45,14 +45,17 @@ def _config_error(model: str, e: ValidationError) -> ConfigError:
         if isinstance(inner, ConfigError):  # a nested config model already named its field
             lines.append(f"{model} field {field!r}: {inner}" if field else str(inner))
             continue
-        field = field or "(model)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if not field:  # a check across fields: its message names them
+            lines.append(f"{model}: {msg}")
+            continue
         got = err.get("input")
         shown = f" (got {got!r})" if isinstance(got, (int, float, bool)) or got is None else ""
-        lines.append(f"{model} field {field!r}: {err['msg'].removeprefix('Value error, ')}{shown}")
+        lines.append(f"{model} field {field!r}: {msg}{shown}")
     return ConfigError("; ".join(lines))
 
 
-class _ConfigModel(_Model):
+class ConfigModel(_Model):
     """A configuration model: bad values raise :class:`ConfigError` naming the field, not pydantic's
     ``ValidationError`` (construction, ``model_validate``, ``model_validate_json`` and assignment)."""
 
@@ -83,7 +86,10 @@ class _ConfigModel(_Model):
             raise _config_error(type(self).__name__, e) from e
 
 
-class SamplingParams(_ConfigModel):
+_ConfigModel = ConfigModel  # the name it had before it was shared with the other config models
+
+
+class SamplingParams(ConfigModel):
     """Sampling for one step. Defaults follow SpecReason's settings for reasoning models."""
 
     temperature: float = Field(0.6, ge=0.0, le=5.0)
@@ -91,7 +97,7 @@ class SamplingParams(_ConfigModel):
     seed: int | None = None
 
 
-class ModelSpec(_ConfigModel):
+class ModelSpec(ConfigModel):
     """One model of a pool.
 
     ``api_key_env`` holds the *name* of an environment variable, never the key itself, so pool

@@ -206,7 +206,7 @@ BAD_INPUTS = [
     (["eval", "--dataset", "sim", "--limit", "2", "--summary-json", ""], "path is empty"),
     (["eval", "--dataset", "sim", "--limit", "2", "--report", ""], "path is empty"),
     (["eval", "--dataset", "sim", "--limit", "2", "--append"], "need --out"),
-    (["eval", "--dataset", "sim:p_hard=nan", "--limit", "2"], "invalid sim config: p_hard: Input should be less than or equal to 1"),
+    (["eval", "--dataset", "sim:p_hard=nan", "--limit", "2"], "invalid sim config: SimConfig field 'p_hard': Input should be less than or equal to 1"),
     (["eval", "--dataset", "sim:min_steps=5,max_steps=2", "--limit", "2"], "min_steps (5) must not exceed max_steps (2)"),
     (["run", "q", "--pool", "sim", "--token-budget", "0"], "token_budget must be at least 1"),
     (["pairs", "--trajectories", "{empty}", "--out", "{dir}/p.jsonl", "--kinds", ""], "names no pair kind"),

@@ -88,3 +88,27 @@ def test_using_litellm_through_the_sdk_leaves_its_globals_and_our_variables_alon
             "'gpt-4o-mini' in m.model_cost]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_clean_env(), timeout=120).stdout
     assert out.strip().splitlines()[-1] == "[null, false, true]"
+
+
+def test_bad_config_values_are_config_errors_naming_the_field():
+    # One exception tree: a user who builds a config model with a bad value gets a ConfigError (still a
+    # ValueError) that names the field, not pydantic's ValidationError.
+    import pytest
+
+    from roro_sdk.sim import SimConfig
+
+    cases = [
+        (lambda: roro_sdk.ModelSpec(name="x", model="openai/x", input_price_per_m=-1, output_price_per_m=0), "input_price_per_m"),
+        (lambda: roro_sdk.SamplingParams(top_p=0), "top_p"),
+        (lambda: roro_sdk.PromptTemplate(delimiter=5), "delimiter"),
+        (lambda: SimConfig(p_hard=2), "p_hard"),
+    ]
+    for build, field in cases:
+        with pytest.raises(roro_sdk.ConfigError, match=field):
+            build()
+
+
+def test_sim_request_errors_are_roro_errors():
+    from roro_sdk.sim.provider import SimRequestError
+
+    assert issubclass(SimRequestError, roro_sdk.RoroError) and issubclass(SimRequestError, ValueError)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from ..errors import ConfigError
+from ..types import ConfigModel
 
 __all__ = ["SimModel", "SimConfig", "SIM_PRESETS", "parse_sim_spec"]
 
 
-class _Model(BaseModel):
+class _Model(ConfigModel):
+    # bad values raise ConfigError naming the field (ConfigModel), not pydantic's ValidationError
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -116,12 +118,8 @@ class SimConfig(_Model):
     def with_overrides(self, **changes: Any) -> SimConfig:
         try:
             return SimConfig.model_validate({**self.model_dump(), **changes})
-        except ValidationError as e:
-            err = e.errors()[0]
-            if not err["loc"]:  # a check across fields: its message names them
-                raise ConfigError(f"invalid sim config: {err['msg'].removeprefix('Value error, ')}") from None
-            where = ".".join(map(str, err["loc"]))
-            raise ConfigError(f"invalid sim config: {where}: {err['msg']} (got {err['input']!r})") from None
+        except ConfigError as e:  # ConfigModel already named the field; say where it came from
+            raise ConfigError(f"invalid sim config: {e}") from None
 
     # ----- presets --------------------------------------------------------------------------
     @classmethod

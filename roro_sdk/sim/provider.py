@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from ..pool import ModelPool
+from ..errors import RoroError
 from ..types import ModelSpec, SamplingParams
 from .config import SimConfig
 from .engine import logprob, pending_after, read_records, verdict_digit, write_step
@@ -31,7 +32,7 @@ _VERIFY_MARKER = "single digit"
 _PROPOSED = "Proposed next step:"
 
 
-class SimRequestError(ValueError):
+class SimRequestError(RoroError, ValueError):
     """A request the sim cannot answer; ``status_code`` is what LiteLLM reports (400/404)."""
 
     def __init__(self, status_code: int, message: str):
