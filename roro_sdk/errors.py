@@ -23,6 +23,7 @@ __all__ = [
     "DatasetError",
     "OutputValidationError",
     "TrainingConfigError",
+    "MissingExtraError",
 ]
 
 
@@ -96,3 +97,12 @@ class OutputValidationError(RoroError):
 
 class TrainingConfigError(ConfigError):
     """A training configuration is invalid."""
+
+
+class MissingExtraError(RoroError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it
+    (``pip install "roro-sdk[local]"``). ``name`` is the module, ``extra`` the extra."""
+
+    def __init__(self, message: str, *, name: str | None = None, extra: str | None = None):
+        super().__init__(message, name=name)
+        self.extra = extra
