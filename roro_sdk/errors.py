@@ -26,6 +26,7 @@ __all__ = [
     "RunExistsError",
     "UnsafeWeightsError",
     "ProcessScoringError",
+    "MissingExtraError",
 ]
 
 
@@ -111,3 +112,12 @@ class UnsafeWeightsError(ModelUnavailableError):
 
 class ProcessScoringError(RoroError):
     """The Judge or Rubricor failed on every item it was given (a setup problem, not one bad reply)."""
+
+
+class MissingExtraError(RoroError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it
+    (``pip install "roro-sdk[local]"``). ``name`` is the module, ``extra`` the extra."""
+
+    def __init__(self, message: str, *, name: str | None = None, extra: str | None = None):
+        super().__init__(message, name=name)
+        self.extra = extra

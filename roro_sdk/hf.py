@@ -25,6 +25,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._extras import require
+
+require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
 from torch import Tensor
 
@@ -269,6 +272,7 @@ def has_adapter(model: Any) -> bool:
 def add_lora(model: Any, *, r: int = 8, alpha: int = 16, dropout: float = 0.0,
              target_modules: str | Sequence[str] = "all-linear", seed: int = 0):
     """Wrap ``model`` in a fresh trainable LoRA adapter (peft). Base weights stay frozen."""
+    require("peft", extra="train")
     from peft import LoraConfig, get_peft_model
 
     if r <= 0:
@@ -294,6 +298,7 @@ def save_adapter(model: Any, folder: str | os.PathLike[str]) -> Path:
 
 def load_adapter(model: Any, folder: str | os.PathLike[str], *, trainable: bool = False):
     """Load a saved LoRA adapter onto ``model`` (a base model, or a peft model whose adapter is replaced)."""
+    require("peft", extra="train")
     from peft import PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file
 

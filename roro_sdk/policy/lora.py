@@ -39,6 +39,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .._extras import require
+
+require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

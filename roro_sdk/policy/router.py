@@ -21,6 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from .._extras import require
+
+require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -27,6 +27,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .._extras import require
+
+require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
 import torch.nn.functional as F
 from torch import Tensor

@@ -26,6 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._extras import require
+
+require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
 
 from ..errors import ProcessScoringError, RoroError, TrainingConfigError
