@@ -19,18 +19,22 @@ from .errors import (
     ConfigError,
     DatasetError,
     LogprobsUnavailableError,
+    MissingExtraError,
     MissingAPIKeyError,
     ModelCallError,
     ModelUnavailableError,
     OutputValidationError,
     PermanentModelError,
     PoolFileError,
+    ProcessScoringError,
     RoroError,
     RouterError,
+    RunExistsError,
     TrainingConfigError,
     TransientModelError,
     UnknownModelError,
     UnpricedModelError,
+    UnsafeWeightsError,
 )
 from .eval import RouterSummary, aevaluate, evaluate, summarize
 from .judge import FunctionJudge, Judge, JudgeResult, LiteLLMJudge, LocalJudge, judge_from_config
@@ -92,6 +96,8 @@ def __getattr__(name: str) -> Any:
 
     try:
         value = getattr(importlib.import_module(module), name)
+    except MissingExtraError:
+        raise  # already one line naming the extra
     except ImportError as e:
         raise ImportError(f"roro_sdk.{name} needs the train extra ({e.name or e}): pip install 'roro-sdk[train]'") from e
     globals()[name] = value
@@ -184,4 +190,8 @@ __all__ = [
     "DatasetError",
     "OutputValidationError",
     "TrainingConfigError",
+    "RunExistsError",
+    "UnsafeWeightsError",
+    "ProcessScoringError",
+    "MissingExtraError",
 ]

@@ -12,6 +12,7 @@ EXPECTED = {
     "RoroError", "ConfigError", "PoolFileError", "UnknownModelError", "MissingAPIKeyError", "UnpricedModelError",
     "BudgetError", "ModelCallError", "TransientModelError", "PermanentModelError", "ModelUnavailableError",
     "RouterError", "LogprobsUnavailableError", "DatasetError", "OutputValidationError", "TrainingConfigError",
+    "RunExistsError", "UnsafeWeightsError", "ProcessScoringError", "MissingExtraError",
     "Criterion", "Rubric", "Rubricor", "StaticRubricor", "FunctionRubricor", "LiteLLMRubricor", "LocalRubricor",
     "rubricor_from_config", "Judge", "JudgeResult", "FunctionJudge", "LiteLLMJudge", "LocalJudge", "judge_from_config",
     "PreferencePair", "PairConfig", "PairSet",
@@ -62,7 +63,7 @@ def test_without_torch_star_import_works_and_lazy_names_say_what_to_install():
         "try:\n    roro_sdk.PolicyRouter\nexcept ImportError as e:\n    print('ERR', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "ERR" in out and "pip install 'roro-sdk[train]'" in out, out
+    assert "ERR" in out and 'pip install "roro-sdk[train]"' in out, out  # MissingExtraError, one line
 
 
 def _clean_env() -> dict[str, str]:
