@@ -53,14 +53,20 @@ def scoped_env(**defaults: str) -> Iterator[None]:
                 del os.environ[k]
 
 
+#: Set by the ``roro`` command line (a process of its own, not a host application): LiteLLM's
+#: "Give Feedback / Get Help" lines would bury the one-line errors the CLI prints.
+QUIET_LITELLM = False
+
+
 def import_litellm():
     """Import litellm without a network fetch of its price map (it is slow: ~3 s, so import lazily)."""
     mod = sys.modules.get("litellm")
-    if mod is not None and hasattr(mod, "acompletion"):
-        return mod
-    with scoped_env(LITELLM_LOCAL_MODEL_COST_MAP="True"):
-        import litellm
-    return litellm
+    if mod is None or not hasattr(mod, "acompletion"):
+        with scoped_env(LITELLM_LOCAL_MODEL_COST_MAP="True"):
+            import litellm as mod
+    if QUIET_LITELLM:
+        mod.suppress_debug_info = True
+    return mod
 
 
 def register_litellm_provider(name: str, handler: object) -> None:

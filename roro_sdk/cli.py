@@ -258,7 +258,10 @@ def _print_routers() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import _env
+
     args = build_parser().parse_args(argv)
+    _env.QUIET_LITELLM = True  # this process is ours: one-line errors, not LiteLLM's help banner
     try:
         return int(args.func(args) or 0)
     except RoroError as e:

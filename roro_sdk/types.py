@@ -7,6 +7,7 @@ lines on the way out.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any, Literal
 
@@ -242,6 +243,15 @@ class Query(_Model):
     answer: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _id_from_the_question(cls, data: Any) -> Any:
+        # A query without an id gets one from its text, so a run is reproducible: routers seed their
+        # draws with the query id (a random id made `roro run --seed 0` route differently each time).
+        if isinstance(data, dict) and data.get("id") is None and isinstance(data.get("question"), str):
+            data = {**data, "id": "q-" + hashlib.sha256(data["question"].encode("utf-8")).hexdigest()[:12]}
+        return data
 
     @field_validator("question")
     @classmethod

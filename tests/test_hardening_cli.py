@@ -401,3 +401,15 @@ def test_main_lets_a_bug_be_a_traceback(monkeypatch):
     monkeypatch.setattr(cli, "cmd_run", _raise(TypeError("a bug")))
     with pytest.raises(TypeError):
         main(["run", "q"])
+
+
+def test_roro_run_is_reproducible_for_a_seed(capsys):
+    # Routers seed their draws with the query id; an ad-hoc question's id comes from its text, so
+    # the same command routes the same way every time (a random id made each run differ).
+    outs = []
+    question = sim_queries(n=1, seed=5)[0].question  # the sim bench answers only its own tasks
+    for _ in range(3):
+        assert main(["run", question, "--pool", "sim", "--router", "random:0.5", "--seed", "3", "--json"]) == 0
+        line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        outs.append([s["model"] for s in line["steps"]])
+    assert outs[0] == outs[1] == outs[2] and len(set(outs[0])) == 2, outs
