@@ -1,6 +1,6 @@
-"""The sim bench's pieces for training: synthetic preference data, tiny local models and labelers
-from step records. TEST BENCH material for the tests, the examples and ``roro train-judge
---demo``; never for real work.
+"""The sim bench's pieces for training: synthetic preference data, tiny local models, labelers
+from step records, a rule Judge, and where a router's escalations went. TEST BENCH material for
+the tests, the examples and ``roro train-judge --demo``; never for real work.
 
 * :func:`sim_preference_data`: a learnable preference set (known rule: escalate on exactly the
   hard steps), collected on the sim bench and paired by :func:`roro_sdk.pairs.build_pairs`.
@@ -8,6 +8,8 @@ from step records. TEST BENCH material for the tests, the examples and ``roro tr
   models sharing a word-level tokenizer built from the data (:func:`tokenizer_corpus`).
 * :func:`record_criterion_labeler` / :func:`sim_demo_labeler`: per-criterion labels from the sim's
   step records, for the alternating trainer's calibration term.
+* :func:`sim_rule_judge`: the sim bench's ground-truth process judge, for testing the GRPO trainer.
+* :func:`sim_escalation_shares`: the share of hard and of easy steps routed to the large model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..judge import JUDGE_INSTRUCTION, LocalJudge
+from ..judge import JUDGE_INSTRUCTION, FunctionJudge, LocalJudge
 from ..pairs import PairSet, record_step_verifier
 from ..rubric import DEFAULT_CRITERIA, LOCAL_RUBRICOR_INSTRUCTION, Criterion, LocalRubricor
 from ..trajectory_text import render_trajectory
@@ -30,6 +32,8 @@ __all__ = [
     "tiny_judge_and_rubricor",
     "record_criterion_labeler",
     "tokenizer_corpus",
+    "sim_rule_judge",
+    "sim_escalation_shares",
 ]
 
 
@@ -126,3 +130,38 @@ def tiny_judge_and_rubricor(data: PairSet | Sequence[Trajectory], library: Seque
     rubricor = LocalRubricor(tiny_causal_lm(tok, seed=seed + 1), tok, library=lib, **rkw)
     return judge, rubricor
 
+
+def sim_rule_judge() -> FunctionJudge:
+    """The sim bench's ground-truth process judge: full marks for escalating exactly on the hard
+    steps (a stand-in for a trained Judge when testing the trainer; never for real work)."""
+    from ..sim import grade_routing, is_hard_step
+
+    def score(query, rubric, traj: Trajectory) -> float:
+        g = grade_routing(traj)
+        n = max(1, len([s for s in traj.steps if "Answer" not in s.text]))
+        return max(0.0, 1.0 - (g["missed"] + g["wasted"]) / n)
+
+    def step(s, traj: Trajectory) -> float:
+        if "Answer" in s.text:
+            return 1.0
+        return 1.0 if (s.model == "large") == is_hard_step(traj.query, s.index) else 0.0
+
+    return FunctionJudge(score_fn=score, step_fn=step, name="sim-rule")
+
+
+def sim_escalation_shares(trajectories: Sequence[Trajectory], large: str) -> dict[str, float]:
+    """``hard_steps_to_large`` and ``easy_steps_to_large``: the share of the hard (easy) steps of
+    sim bench trajectories that ``large`` wrote (answer steps left out; 0 when there are none)."""
+    from ..sim import is_hard_step
+
+    hard = easy = hard_large = easy_large = 0
+    for t in trajectories:
+        for st in t.steps:
+            if "Answer" in st.text:
+                continue
+            h = is_hard_step(t.query, st.index)
+            hard, easy = hard + h, easy + (not h)
+            hard_large += h and st.model == large
+            easy_large += (not h) and st.model == large
+    return {"hard_steps_to_large": hard_large / hard if hard else 0.0,
+            "easy_steps_to_large": easy_large / easy if easy else 0.0}
