@@ -29,7 +29,7 @@ def run(kind: str, seed: int, updates: int, out: Path) -> dict:
         judge="sim-rule" if process else "none", step_process_weight=1.0 if process else 0.0,
         out_dir=str(out / f"{kind}-seed{seed}"), overwrite=True,
     )
-    return train_router(cfg)["eval"]
+    return train_router(cfg).eval
 
 
 def main() -> None:

@@ -5,17 +5,17 @@
 
 from roro_sdk import FixedRouter, StepwiseRuntime
 from roro_sdk.eval import summarize
-from roro_sdk.train.grpo import _pool_and_queries, train_router
+from roro_sdk.train.grpo import pool_and_queries, train_router
 from roro_sdk.train.grpo_config import load_grpo_config
 
 cfg = load_grpo_config("examples/configs/train_router_sim.yaml", out_dir="runs/example-router-sim", overwrite=True)
 result = train_router(cfg, log=lambda r: print(f"update {r['update']:2d} reward {r['reward']:.3f} accuracy {r['accuracy']:.2f} "
                                                  f"large share {r['large_share']:.2f} entropy {r['entropy']:.3f}"))
-pool, _, eval_qs = _pool_and_queries(cfg)
+pool, _, eval_qs = pool_and_queries(cfg)
 for name, router in [("all-small", FixedRouter()), ("all-large", FixedRouter(tier=-1))]:
     s = summarize(StepwiseRuntime(pool, router).run_many(eval_qs), large=pool.large)
     print(f"{name:10} accuracy {s.accuracy:.2f}  $/query {s.mean_cost_usd:.2e}  large steps {s.large_step_share:.2f}")
-ev = result["eval"]
+ev = result.eval
 print(f"{'learned':10} accuracy {ev['accuracy']:.2f}  $/query {ev['mean_cost_usd']:.2e}  large steps {ev['large_step_share']:.2f}  "
       f"hard->large {ev['hard_steps_to_large']:.2f}  easy->large {ev['easy_steps_to_large']:.2f}")
-print("router saved in", result["router_dir"])
+print("router saved in", result.router_dir)

@@ -18,7 +18,8 @@ returns a result or a typed error per item so a run goes on):
   next-token logits of "yes" vs "no" after each criterion's ``Met?``: scoring needs no generation,
   and a batch of trajectories is scored in one forward pass per batch.
 
-The trajectory is rendered as text by :func:`render_trajectory` (template documented there).
+The trajectory is rendered as text by :func:`roro_sdk.trajectory_text.render_trajectory` (template
+documented there); the JSON re-ask loop of the LiteLLM backend is :mod:`roro_sdk.structured`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,8 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._sync import gather_settled, run_sync
 from .errors import ConfigError, OutputValidationError, RoroError, TrainingConfigError
-from .pool import _get  # OpenAI-style objects or dicts, as the pool reads them
-from .rubric import Criterion, LocalRubricor, Rubric, as_model_pool, ask_structured, extract_json_object, spent_of
+from .rubric import Criterion, LocalRubricor, Rubric
+from .structured import as_model_pool, ask_structured, extract_json_object, json_bool_probabilities, spent_of
+from .trajectory_text import render_trajectory, render_trajectory_pieces
 from .types import ModelSpec, Query, Trajectory, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,57 +105,9 @@ class JudgeResult(BaseModel):
 
 
 # ----------------------------------------------------------------------------- rendering
+# The trajectory's text template lives in roro_sdk.trajectory_text (imported above, and importable
+# from here under its old names); the rubric's rendering as prompt data is the Judge's own.
 JUDGE_INSTRUCTION = "Judge how the steps of this solution were routed between a small and a large model."
-
-
-def _fmt_cost(c: float) -> str:
-    return f"${c:.2g}" if c else "$0"
-
-
-def render_trajectory_pieces(traj: Trajectory, *, show_cost: bool = True, show_answer: bool = True,
-                             max_step_chars: int = 400, max_question_chars: int = 2000,
-                             step_marker: str | None = None) -> list[str]:
-    """The rendered trajectory as pieces (header, one per step, footer); joined they are
-    :func:`render_trajectory`. The template (every line is one piece but the first):
-
-        Question: {question}
-        Step 1 ({model}, {cost}): {text}
-        Step 2 ({model}, {cost}): {text}
-        ...
-        Final answer: {answer or none} (stop: {stop_reason})
-        Total cost: {cost}; steps by model: {model} {count}, ...
-
-    Texts are flattened to one line; the question is cut at ``max_question_chars`` and each step
-    at ``max_step_chars``. ``step_marker`` (e.g.
-    ``"Step ok?"``) is appended on its own line after each step: a local Judge reads per-step
-    scores there."""
-    q = " ".join(traj.query.question.split())
-    if len(q) > max_question_chars:
-        q = q[:max_question_chars] + " ..."
-    pieces = [f"Question: {q}"]
-    for s in traj.steps:
-        text = " ".join(s.text.split())
-        if len(text) > max_step_chars:
-            text = text[:max_step_chars] + " ..."
-        meta = f"{s.model}, {_fmt_cost(s.usage.cost_usd)}" if show_cost else s.model
-        line = f"\nStep {s.index + 1} ({meta}): {text}"
-        if step_marker:
-            line += f"\n{step_marker}"
-        pieces.append(line)
-    tail = ""
-    if show_answer:
-        tail += f"\nFinal answer: {traj.answer if traj.answer is not None else 'none'} (stop: {traj.stop_reason or 'unknown'})"
-    by_model = ", ".join(f"{m} {n}" for m, n in traj.steps_by_model().items())
-    tail += f"\nTotal cost: {_fmt_cost(traj.cost_usd)}; " if show_cost else "\n"
-    tail += f"steps by model: {by_model or 'none'}"
-    if tail:
-        pieces.append(tail)
-    return pieces
-
-
-def render_trajectory(traj: Trajectory, **kw: Any) -> str:
-    """The trajectory as text, for a Judge prompt (see :func:`render_trajectory_pieces`)."""
-    return "".join(render_trajectory_pieces(traj, **kw))
 
 
 def render_criteria_data(rubric: Rubric) -> str:
@@ -296,71 +249,11 @@ class _JudgeOut(BaseModel):
     step_scores: list[float] | None = None
 
 
-_MET = re.compile(r'"met"\s*:\s*"?(true|false|yes|no)', re.I)
-
-
-def _tokens_of(gen: Generation) -> list[tuple[str, float, dict[str, float]]] | None:
-    """``(token, logprob, {alternative: logprob})`` per output token, from the raw response."""
-    try:
-        lp = _get(gen.raw.choices[0], "logprobs")
-    except (AttributeError, IndexError, TypeError):
-        return None
-    content = _get(lp, "content") if lp is not None else None
-    if not content:
-        return None
-    out = []
-    for t in content:
-        tops = {str(_get(x, "token")): float(_get(x, "logprob")) for x in (_get(t, "top_logprobs") or [])}
-        out.append((str(_get(t, "token")), float(_get(t, "logprob")), tops))
-    return out
-
-
-def _cls(tok: str) -> int:
-    s = tok.strip().strip('"').lower()
-    if s.startswith(("true", "yes")):
-        return 1
-    if s.startswith(("false", "no")):
-        return 0
-    return -1
-
-
 def met_probabilities(gen: Generation, text: str, n: int) -> list[float] | None:
     """P(met) of each of the ``n`` ``"met": ...`` values in ``text``, from the token
-    log-probabilities: P(true) / (P(true) + P(false)) over the top alternatives at the value's
-    token (or the sampled token's own probability when no alternatives came). None when the
+    log-probabilities (see :func:`roro_sdk.structured.json_bool_probabilities`); None when the
     provider returned no log-probabilities or the values cannot be located."""
-    toks = _tokens_of(gen)
-    if not toks:
-        return None
-    spans, cursor = [], 0
-    for tok, _, _ in toks:  # locate each token in the text (tokens may omit whitespace)
-        j = text.find(tok, cursor) if tok else -1
-        if j < 0:
-            spans.append((cursor, cursor))
-            continue
-        spans.append((j, j + len(tok)))
-        cursor = j + len(tok)
-    matches = list(_MET.finditer(text))
-    if len(matches) != n:
-        return None
-    probs = []
-    for m in matches:
-        o = m.start(1)
-        idx = next((i for i, (a, b) in enumerate(spans) if a <= o < b), None)
-        if idx is None:
-            return None
-        tok, lp, tops = toks[idx]
-        p_yes = sum(math.exp(v) for k, v in tops.items() if _cls(k) == 1)
-        p_no = sum(math.exp(v) for k, v in tops.items() if _cls(k) == 0)
-        if p_yes + p_no > 0 and len(tops) > 1:
-            probs.append(p_yes / (p_yes + p_no))
-        elif _cls(tok) == 1:
-            probs.append(min(1.0, math.exp(lp)))
-        elif _cls(tok) == 0:
-            probs.append(max(0.0, 1.0 - math.exp(lp)))
-        else:
-            return None
-    return probs
+    return json_bool_probabilities(gen, text, "met", n)
 
 
 class LiteLLMJudge(Judge):

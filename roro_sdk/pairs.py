@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DatasetError, ProcessScoringError
-from .rubric import spent_of, usage_delta
+from .structured import spent_of, usage_delta
 from .types import Trajectory, Usage
 
 __all__ = [

@@ -11,7 +11,8 @@ Backends share one small interface, :class:`Rubricor` (``arubric(query) -> Rubri
   hand-written rubrics).
 * :class:`LiteLLMRubricor`: any LiteLLM chat model. It asks for JSON, validates it with pydantic
   and re-asks (with the validation error) up to ``max_reasks`` times before raising
-  :class:`~roro_sdk.errors.OutputValidationError` for that query.
+  :class:`~roro_sdk.errors.OutputValidationError` for that query (the loop is
+  :func:`roro_sdk.structured.ask_structured`, shared with the LiteLLM Judge).
 * :class:`LocalRubricor`: a local Hugging Face causal LM (optionally with a LoRA adapter). Its
   default *library* mode is a policy over a library of candidate criteria: one forward pass puts
   every candidate in the prompt and reads, after each, the next-token logits of the action tokens
@@ -24,7 +25,6 @@ Backends share one small interface, :class:`Rubricor` (``arubric(query) -> Rubri
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,10 +35,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._sync import gather_settled, run_sync
 from .errors import ConfigError, OutputValidationError, RoroError
+# The JSON re-ask loop and the spend helpers live in roro_sdk.structured; they are imported here
+# under their old names too (roro_sdk.rubric.ask_structured, ...), which stay importable.
+from .structured import (  # noqa: F401
+    MAX_JSON_CHARS,
+    MAX_JSON_DEPTH,
+    REASK,
+    as_model_pool,
+    ask_structured,
+    extract_json_object,
+    short_error,
+    spent_of,
+    usage_delta,
+)
 from .types import ModelSpec, Query, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pool import Generation, ModelPool
+    from .pool import ModelPool
 
 __all__ = [
     "CriterionKind",
@@ -154,143 +167,10 @@ def parse_rubric_text(text: str, *, query_id: str | None = None, source: str = "
         try:
             crits.append(Criterion(text=body, kind=kind, weight=float(weight) if weight else 1.0))
         except ValidationError as e:
-            raise ValueError(f"line {raw.strip()!r}: {_short(e)}") from None
+            raise ValueError(f"line {raw.strip()!r}: {short_error(e)}") from None
     if not crits:
         raise ValueError("no numbered criteria found; write one per line as '1. [hard rule] text' or '2. [principle] text'")
     return Rubric(criteria=crits, query_id=query_id, source=source)
-
-
-# ----------------------------------------------------------------------------- structured output
-def _short(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        parts = []
-        for err in e.errors()[:6]:
-            loc = ".".join(str(x) for x in err.get("loc", ())) or "(root)"
-            parts.append(f"{loc}: {err.get('msg')}")
-        more = f" (+{e.error_count() - 6} more)" if e.error_count() > 6 else ""
-        return "; ".join(parts) + more
-    return str(e)[:400]
-
-
-# A reply is bounded before it is parsed: json.loads recurses once per nesting level, so a reply
-# nested ~1000 deep raised RecursionError (not a ValueError) out of the re-ask loop and killed a
-# whole batch. Real verdicts and rubrics nest 3-4 levels and stay far below these sizes.
-MAX_JSON_DEPTH = 32
-MAX_JSON_CHARS = 100_000
-
-
-def extract_json_object(text: str) -> Any:
-    """The first JSON object in ``text`` (code fences and chatter around it are ignored).
-
-    Raises ``ValueError`` with a short reason: empty reply, no object, truncated, invalid JSON,
-    nested deeper than :data:`MAX_JSON_DEPTH` or longer than :data:`MAX_JSON_CHARS`.
-    """
-    if not text or not text.strip():
-        raise ValueError("the reply is empty; reply with one JSON object")
-    start = text.find("{")
-    if start < 0:
-        raise ValueError("no JSON object found in the reply; reply with one JSON object and nothing else")
-    depth, nest, in_str, esc = 0, 0, False, False
-    for i in range(start, len(text)):
-        if i - start >= MAX_JSON_CHARS:
-            raise ValueError(f"the JSON object is longer than {MAX_JSON_CHARS} characters; reply with a short object")
-        ch = text[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
-            depth += ch == "{"
-            nest += 1
-            if nest > MAX_JSON_DEPTH:
-                raise ValueError(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels; reply with a flat object")
-        elif ch in "}]":
-            nest -= 1
-            if ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return _loads(text[start: i + 1])
-    raise ValueError("the JSON object is truncated (unbalanced braces); reply with the complete object")
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"invalid JSON: {e.msg} at char {e.pos}") from None
-    except RecursionError:  # pragma: no cover - the depth bound above keeps json.loads shallow
-        raise ValueError("the JSON is nested too deeply; reply with a flat object") from None
-
-
-REASK = ("Your reply could not be used: {error}\n"
-         "Reply again with only the corrected JSON object, no other text.")
-
-
-async def ask_structured(pool: ModelPool, name: str, messages: list[dict[str, str]], validate: Callable[[str], T], *,
-                         max_reasks: int = 2, max_tokens: int = 1024, temperature: float = 0.0, logprobs: bool = False,
-                         top_logprobs: int | None = None, what: str = "output") -> tuple[T, Generation, int, Usage]:
-    """Ask ``pool[name]`` and validate the reply with ``validate(text)`` (raises ``ValueError`` /
-    ``ValidationError`` on bad output). On failure the model is re-asked with the error, at most
-    ``max_reasks`` times; then :class:`OutputValidationError` (with ``attempts``, ``last_output``
-    and ``usage`` attributes). Model-call errors propagate as they are (typed).
-
-    Returns ``(value, generation, attempts, usage of all attempts)``."""
-    if max_reasks < 0:
-        raise ConfigError(f"max_reasks must be >= 0, got {max_reasks}")
-    msgs = list(messages)
-    usage = Usage()
-    last_err, last_text = "", ""
-    for attempt in range(1, max_reasks + 2):
-        gen = await pool.agenerate(name, "", [], messages=msgs, cut=False, max_tokens=max_tokens, logprobs=logprobs,
-                                   top_logprobs=top_logprobs, overrides={"stop": None, "temperature": temperature})
-        usage = usage + Usage(input_tokens=gen.input_tokens, output_tokens=gen.output_tokens, cost_usd=gen.cost_usd,
-                              priced=gen.priced)
-        last_text = gen.text or ""
-        try:
-            return validate(last_text), gen, attempt, usage
-        except (ValidationError, ValueError, TypeError, RecursionError) as e:
-            last_err = _short(e) if not isinstance(e, RecursionError) else "the reply is nested too deeply"
-            msgs = msgs + [{"role": "assistant", "content": last_text or "(empty reply)"},
-                           {"role": "user", "content": REASK.format(error=last_err)}]
-    err = OutputValidationError(f"{what} from model {name!r} stayed invalid after {max_reasks + 1} attempt(s): "
-                                f"{last_err}; last reply: {last_text[:160]!r}")
-    err.attempts, err.last_output, err.usage = max_reasks + 1, last_text, usage  # type: ignore[attr-defined]
-    raise err
-
-
-def spent_of(obj: Any, *, own: bool = False) -> Usage:
-    """What a Judge or Rubricor has spent so far (its ``spent``; zero for objects without one)."""
-    u = getattr(obj, "_spent" if own else "spent", None)
-    return u if isinstance(u, Usage) else Usage()
-
-
-def usage_delta(after: Usage, before: Usage) -> Usage:
-    """``after - before``: the spend between two readings of :func:`spent_of`."""
-    return Usage(input_tokens=after.input_tokens - before.input_tokens,
-                 output_tokens=after.output_tokens - before.output_tokens,
-                 cost_usd=after.cost_usd - before.cost_usd, priced=after.priced)
-
-
-def as_model_pool(model: ModelPool | ModelSpec | dict | str, name: str | None = None, *,
-                  default_name: str = "model") -> tuple[ModelPool, str]:
-    """``(pool, model name)`` from a pool (+ a name in it), a :class:`ModelSpec`, its dict, or a
-    LiteLLM model string (unpriced models are accepted; their costs are flagged)."""
-    from .pool import ModelPool
-
-    if isinstance(model, ModelPool):
-        return model, name or model.names[0]
-    if isinstance(model, str):
-        model = ModelSpec(name=default_name, model=model)
-    if isinstance(model, dict):
-        model = ModelSpec.model_validate({"name": default_name, **model})
-    if not isinstance(model, ModelSpec):
-        raise ConfigError(f"expected a ModelPool, ModelSpec, dict or LiteLLM model string, not {type(model).__name__}")
-    return ModelPool([model], allow_unpriced=True), model.name
 
 
 # ----------------------------------------------------------------------------- interface

@@ -13,7 +13,7 @@ from roro_sdk import FixedRouter, StepwiseRuntime, TrainingConfigError  # noqa: 
 from roro_sdk.eval import summarize  # noqa: E402
 from roro_sdk.policy.router import PolicyRouter  # noqa: E402
 from roro_sdk.routers.base import RoutingState  # noqa: E402
-from roro_sdk.train.grpo import _pool_and_queries, build_policy, evaluate_router, train_router  # noqa: E402
+from roro_sdk.train.grpo import build_policy, evaluate_router, pool_and_queries, train_router  # noqa: E402
 from roro_sdk.train.grpo_config import load_grpo_config  # noqa: E402
 
 SIM = "sim:careful,hint_accuracy=0.95"
@@ -45,7 +45,7 @@ def test_outcome_only_ablation_needs_no_judge():
 
 def test_policy_router_kv_cache_matches_one_pass_and_batch(tmp_path):
     cfg = small_cfg(tmp_path)
-    pool, train_qs, _ = _pool_and_queries(cfg)
+    pool, train_qs, _ = pool_and_queries(cfg)
     router = build_policy(cfg, pool.names, train_qs)
     traj = StepwiseRuntime(pool, router, max_steps=16).run(train_qs[0])
     assert len(traj.steps) >= 3 and set(traj.steps[0].probabilities) == set(pool.names)
@@ -63,7 +63,7 @@ def test_policy_router_kv_cache_matches_one_pass_and_batch(tmp_path):
 
 def test_policy_router_save_load_round_trip(tmp_path):
     cfg = small_cfg(tmp_path)
-    pool, train_qs, _ = _pool_and_queries(cfg)
+    pool, train_qs, _ = pool_and_queries(cfg)
     router = build_policy(cfg, pool.names, train_qs)
     router.mode = "argmax"
     folder = router.save(tmp_path / "router")
@@ -95,7 +95,7 @@ def test_trained_router_beats_the_baselines_on_the_sim_bench(tmp_path):
     cfg = small_cfg(tmp_path, train_queries=32, eval_queries=24, updates=20, queries_per_update=4, group_size=8,
                     minibatch_size=16, step_process_weight=1.0)
     result = train_router(cfg)
-    pool, _, eval_qs = _pool_and_queries(cfg)
+    pool, _, eval_qs = pool_and_queries(cfg)
     small = summarize(StepwiseRuntime(pool, FixedRouter()).run_many(eval_qs), large=pool.large)
     large = summarize(StepwiseRuntime(pool, FixedRouter(tier=-1)).run_many(eval_qs), large=pool.large)
     ev = result["eval"]
@@ -113,7 +113,7 @@ def test_bf16_base_trains_a_float32_adapter(tmp_path):
     cfg = small_cfg(tmp_path, dtype="bfloat16", updates=1, step_process_weight=1.0)
     from roro_sdk.train.grpo import _place, _trainable, build_policy
 
-    pool, train_qs, eval_qs = _pool_and_queries(cfg)
+    pool, train_qs, eval_qs = pool_and_queries(cfg)
     router = build_policy(cfg, pool.names, train_qs + eval_qs)
     _place(router, torch.device("cpu"), torch.bfloat16)
     trainable = _trainable(router)
@@ -133,7 +133,7 @@ def test_step_advantages_follow_the_decisions_kept_after_truncation(tmp_path):
     from roro_sdk.train.grpo import decision_advantages
 
     cfg = small_cfg(tmp_path)
-    pool, train_qs, _ = _pool_and_queries(cfg)
+    pool, train_qs, _ = pool_and_queries(cfg)
     router = build_policy(cfg, pool.names, train_qs)
     (traj,) = StepwiseRuntime(pool, FixedRouter(tier=-1), max_steps=6).run_many(train_qs[:1])
     full = router.encode_trajectory(traj)
@@ -145,3 +145,83 @@ def test_step_advantages_follow_the_decisions_kept_after_truncation(tmp_path):
     rows = decision_advantages([per_step, 0.5], [cut.steps, full.steps], dmax=len(full.steps))
     assert rows[0] == per_step[2:] + [0.0, 0.0]
     assert rows[1] == [0.5] * len(full.steps)
+
+
+# ------------------------------------------------------------------ issue 17: the loop in one file
+def test_rollouts_are_grouped_by_value_and_each_judged_under_its_own_querys_rubric(tmp_path):
+    """Query ids may hold any character: a rollout's group and rubric come from the (query,
+    rollout) indices carried beside it, never from parsing its id back (``"a~1~0".split("~")``
+    once gave two queries one rubric)."""
+    from roro_sdk.judge import FunctionJudge
+    from roro_sdk.rubric import Criterion, FunctionRubricor
+    from roro_sdk.train.grpo import GRPOResult
+
+    cfg = small_cfg(tmp_path, updates=1, eval_queries=0)
+    pool, train_qs, _ = pool_and_queries(cfg)
+    qs = [q.model_copy(update={"id": f"a~{i}"}) for i, q in enumerate(train_qs)]
+    asked, judged = [], []
+    rubricor = FunctionRubricor(lambda q: asked.append(q.id) or [Criterion(text=f"rubric for {q.id}")])
+
+    def score(query, rubric, traj):
+        judged.append((traj.query.id, rubric.criteria[0].text))
+        return 0.5
+
+    result = train_router(cfg, pool=pool, queries=(qs, []), judge=FunctionJudge(score_fn=score), rubricor=rubricor)
+    assert asked == ["a~0", "a~1"]  # one rubric per batch query, asked about the query itself
+    assert len(judged) == 8 and all(text == f"rubric for {rid.rsplit('~', 1)[0]}" for rid, text in judged), judged
+    assert isinstance(result, GRPOResult) and result.eval is None and result.updates_run == 1
+    assert result.router.mode == "argmax" and not result.router.model.training
+
+
+def test_evaluate_router_leaves_the_router_it_was_given_as_it_was(tmp_path):
+    cfg = small_cfg(tmp_path)
+    pool, train_qs, eval_qs = pool_and_queries(cfg)
+    router = build_policy(cfg, pool.names, train_qs + eval_qs)
+    router.model.train()
+    evaluate_router(router, pool, eval_qs[:2], mode="argmax")
+    assert router.mode == "sample" and router.model.training
+    view = router.with_mode("argmax", seed=7)
+    assert (view.mode, view.seed, view.model) == ("argmax", 7, router.model) and (router.mode, router.seed) == ("sample", 0)
+    with pytest.raises(Exception, match="mode must be"):
+        router.with_mode("greedy")
+
+
+def test_the_result_is_typed_and_dict_access_still_works_with_a_warning():
+    from roro_sdk.train.grpo import GRPOResult
+
+    r = GRPOResult(history=[{"update": 0}], router_dir="r", updates_run=1, judge_usage=None)
+    assert (r.history, r.router_dir, r.updates_run, r.judge_failures, r.eval, r.router) == ([{"update": 0}], "r", 1, 0, None, None)
+    with pytest.warns(DeprecationWarning, match="result.history"):
+        assert r["history"] == [{"update": 0}]
+    with pytest.warns(DeprecationWarning):
+        assert "eval" not in r and "judge_usage" in r  # the dict had no eval key without held-out queries
+    with pytest.warns(DeprecationWarning):
+        assert r.get("eval", "none") == "none" and r.get("updates_run") == 1
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+        r["eval"]  # noqa: B018
+    with pytest.warns(DeprecationWarning):
+        assert set(r.keys()) == {"history", "router_dir", "updates_run", "judge_failures", "judge_usage"}
+
+
+def test_moved_names_keep_their_old_import_paths():
+    import roro_sdk.policy
+    import roro_sdk.train.grpo as grpo
+    from roro_sdk.train import sim_bench
+
+    with pytest.warns(DeprecationWarning, match="moved to roro_sdk.train.grpo"):
+        assert roro_sdk.policy.grpo_policy_loss is grpo.grpo_policy_loss
+    with pytest.warns(DeprecationWarning):
+        assert roro_sdk.policy.GRPOLoss is grpo.GRPOLoss
+    assert grpo._pool_and_queries is grpo.pool_and_queries
+    assert grpo.sim_rule_judge is sim_bench.sim_rule_judge
+
+
+def test_advantages_beside_the_loop():
+    from roro_sdk.train.grpo import group_advantages, step_advantages
+
+    a = group_advantages([1.0, 0.0, 1.0, 0.0])
+    assert a == pytest.approx([1.0, -1.0, 1.0, -1.0], abs=1e-5)
+    assert group_advantages([0.3, 0.3]) == [0.0, 0.0]
+    assert step_advantages(a, [None] * 4, 1.0) == a
+    per_step = step_advantages([1.0, -1.0], [[1.0, 0.0], None], 0.5)
+    assert per_step[0] == pytest.approx([1.5, 0.5]) and per_step[1] == -1.0

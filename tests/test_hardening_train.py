@@ -34,7 +34,7 @@ from roro_sdk.rubric import (  # noqa: E402
     rubricor_from_config,
 )
 from roro_sdk.testing import FakeModel, FakeOpenAIServer  # noqa: E402
-from roro_sdk.train.grpo import _pool_and_queries, train_router  # noqa: E402
+from roro_sdk.train.grpo import pool_and_queries, train_router  # noqa: E402
 from roro_sdk.train.grpo_config import GRPOConfig, load_grpo_config  # noqa: E402
 from roro_sdk.trajectories import write_trajectories  # noqa: E402
 from roro_sdk.types import Query, Step, Trajectory  # noqa: E402
@@ -140,7 +140,7 @@ def test_a_crash_between_the_checkpoint_renames_resumes_from_the_previous_checkp
 # ------------------------------------------------------------------ 4, 8, 10. a bad Judge reply costs one item
 def test_invalid_judge_replies_skip_their_rollouts_and_training_goes_on_with_the_spend_reported(tmp_path):
     cfg = small_cfg(tmp_path, updates=2, judge="sim-rule")
-    _, train_qs, _ = _pool_and_queries(cfg)
+    _, train_qs, _ = pool_and_queries(cfg)
     bad = " ".join(train_qs[0].question.split())[:60]  # every rollout of the first query, in update 0
 
     def reply(body: dict) -> str:
@@ -293,7 +293,7 @@ def test_pickle_only_weights_are_refused_on_every_load_path(tmp_path):
     from roro_sdk.train.grpo import build_policy
 
     cfg = small_cfg(tmp_path)
-    pool, train_qs, _ = _pool_and_queries(cfg)
+    pool, train_qs, _ = pool_and_queries(cfg)
     router = build_policy(cfg, pool.names, train_qs)
     folder = router.save(tmp_path / "router")
     _pickle_only(folder / "base")

@@ -140,3 +140,14 @@ def test_rubricor_phase_raises_its_mean_reward_over_seeds(data, tmp_path):
         gains.append(hist[1]["rubricor"]["mean_reward_after"] - hist[1]["rubricor"]["mean_reward_before"])
     gains.sort()
     assert gains[1] > 0.08 and gains[0] > 0.0, f"first-round Rubricor gains over seeds 0-2: {gains}"
+
+
+def test_sim_bench_helpers_keep_their_old_import_path():
+    """Issue 17: the demo data, tiny models and labelers live in roro_sdk.train.sim_bench, apart
+    from the AlternatingTrainer; roro_sdk.train.judge_training still exports them."""
+    from roro_sdk.train import judge_training, sim_bench
+
+    for name in ("SIM_DEMO_DISTRACTORS", "sim_demo_library", "sim_demo_labeler", "sim_preference_data",
+                 "tiny_judge_and_rubricor", "record_criterion_labeler", "tokenizer_corpus"):
+        assert getattr(judge_training, name) is getattr(sim_bench, name), name
+        assert name in judge_training.__all__

@@ -20,9 +20,9 @@ from roro_sdk.policy import (  # noqa: E402
     action_logits,
     action_logits_per_decision,
     chosen_log_probs,
-    grpo_policy_loss,
     pad_decision_positions,
 )
+from roro_sdk.train.grpo import grpo_policy_loss  # noqa: E402  (the loss lives beside the training loop)
 
 ACTIONS = [7, 11, 13]
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -339,3 +339,16 @@ def test_example_api_config_builds_both_backends():
     judge, rub = judge_from_config(cfg["judge"]), rubricor_from_config(cfg["rubricor"])
     assert isinstance(judge, LiteLLMJudge) and judge.logprobs and judge.pool[judge.model_name].api_key_env == "OPENAI_API_KEY"
     assert isinstance(rub, LiteLLMRubricor) and rub.max_reasks == 2
+
+
+def test_the_split_modules_keep_the_old_import_paths():
+    """Issue 17: the JSON re-ask loop (roro_sdk.structured) and trajectory rendering
+    (roro_sdk.trajectory_text) are modules of their own; the old names still import."""
+    from roro_sdk import judge, rubric, structured, trajectory_text
+
+    for name in ("ask_structured", "extract_json_object", "as_model_pool", "spent_of", "usage_delta", "MAX_JSON_DEPTH",
+                 "MAX_JSON_CHARS", "REASK"):
+        assert getattr(rubric, name) is getattr(structured, name), name
+    for name in ("render_trajectory", "render_trajectory_pieces"):
+        assert getattr(judge, name) is getattr(trajectory_text, name), name
+    assert structured.field_of({"a": 1}, "a") == 1 and structured.field_of(object(), "a") is None

@@ -15,6 +15,7 @@ from the LM head rows alone (never the full vocabulary), or by an optional linea
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 from collections.abc import Sequence
@@ -101,6 +102,20 @@ class PolicyRouter(Router):
         self._queue: asyncio.Queue | None = None
         self._queue_loop: asyncio.AbstractEventLoop | None = None
         self.forward_calls = 0
+
+    def with_mode(self, mode: Literal["sample", "argmax", "threshold"], *, seed: int | None = None) -> PolicyRouter:
+        """This router deciding in another ``mode`` (and, when given, with another sampling
+        ``seed``), as a view: it shares the model, tokenizer and head, and this router itself is
+        left unchanged. The trainer samples its rollouts, and :func:`evaluate_router` evaluates,
+        through such views rather than by switching the router they were given."""
+        if mode not in ("sample", "argmax", "threshold"):
+            raise ConfigError(f"mode must be sample, argmax or threshold, not {mode!r}")
+        view = copy.copy(self)
+        view.mode = mode
+        if seed is not None:
+            view.seed = seed
+        view._queue, view._queue_loop, view.forward_calls = None, None, 0  # its own batching of decisions
+        return view
 
     # ----- rendering ---------------------------------------------------------------------------
     def _label_ids(self) -> list[int]:

@@ -1,4 +1,4 @@
-"""Action scoring for the learned router, and the GRPO policy loss.
+"""Action scoring for the learned router (inference and training share it).
 
 The learned router is a causal LM (optionally with a LoRA adapter) that reads the rendered routing
 state and picks one of K models for the next step by the next-token logits of K *action-label
@@ -31,19 +31,16 @@ from .._extras import require
 
 require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..hf import decoder_of, unwrap_adapter
 
 __all__ = [
     "ActionLogits",
-    "GRPOLoss",
     "action_logits",
     "action_logits_per_decision",
     "action_log_probs",
     "chosen_log_probs",
-    "grpo_policy_loss",
     "pad_decision_positions",
     "decoder_hidden_states",
     "decoder_of",
@@ -67,15 +64,6 @@ class ActionLogits(NamedTuple):
     def log_probs(self) -> Tensor:
         """log-softmax over the K actions (padded rows stay finite: log(1/K))."""
         return torch.log_softmax(self.logits, dim=-1)
-
-
-class GRPOLoss(NamedTuple):
-    """The scalar loss to back-propagate plus detached diagnostics."""
-
-    loss: Tensor
-    policy_loss: Tensor
-    kl: Tensor
-    clip_fraction: Tensor
 
 
 def pad_decision_positions(
@@ -197,52 +185,3 @@ def chosen_log_probs(scores: ActionLogits, actions: Tensor) -> Tensor:
     """log pi(a_taken) per decision, ``[B, Dmax]`` (0 where padded). ``actions`` index 0..K-1 (-1 pads)."""
     logp = scores.log_probs().gather(-1, actions.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return logp * scores.mask
-
-
-def grpo_policy_loss(
-    new_logp: Tensor,
-    old_logp: Tensor,
-    ref_logp: Tensor | None,
-    advantages: Tensor,
-    mask: Tensor | None = None,
-    *,
-    clip: float = 0.2,
-    kl_coef: float = 0.04,
-) -> GRPOLoss:
-    """PPO-clip surrogate plus the k3 KL estimator, per decision, averaged over valid decisions.
-
-    All log-prob tensors are the log-probabilities of the *taken* action, shape ``[B, D]`` (or any
-    shape, with ``mask`` alike). ``old_logp`` comes from the rollout policy, ``ref_logp`` from the
-    reference policy (LoRA adapter disabled); both are treated as constants. ``advantages`` is
-    ``[B]`` (one per trajectory, broadcast over its decisions: GRPO's group-normalised reward) or
-    already per decision. ``ref_logp=None`` or ``kl_coef=0`` drops the KL term.
-
-    Per decision: ``ratio = exp(new - old)``, ``surrogate = min(ratio * A, clip(ratio, 1-e, 1+e) * A)``,
-    ``k3 = exp(ref - new) - (ref - new) - 1`` (unbiased, always >= 0), and the loss is
-    ``-(surrogate - kl_coef * k3)``. The mean is over all valid decisions of the batch (every
-    decision weighs the same, so long trajectories are not down-weighted).
-    """
-    old_logp = old_logp.detach()
-    if advantages.dim() < new_logp.dim():
-        advantages = advantages.reshape(*advantages.shape, *([1] * (new_logp.dim() - advantages.dim())))
-    advantages = advantages.detach().to(new_logp.dtype).expand_as(new_logp)
-    if mask is None:
-        mask = torch.ones_like(new_logp, dtype=torch.bool)
-    weight = mask.to(new_logp.dtype)
-    count = weight.sum().clamp(min=1.0)
-
-    log_ratio = torch.where(mask, new_logp - old_logp, torch.zeros_like(new_logp))
-    ratio = log_ratio.exp()
-    unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * advantages
-    policy = -(torch.minimum(unclipped, clipped) * weight).sum() / count
-
-    if ref_logp is not None and kl_coef != 0.0:
-        delta = torch.where(mask, ref_logp.detach() - new_logp, torch.zeros_like(new_logp))
-        k3 = delta.exp() - delta - 1.0
-        kl = (k3 * weight).sum() / count
-    else:
-        kl = new_logp.new_zeros(())
-    loss = policy + kl_coef * kl
-    clipped_frac = (((ratio - 1.0).abs() > clip).to(new_logp.dtype) * weight).sum() / count
-    return GRPOLoss(loss, policy.detach(), kl.detach(), clipped_frac.detach())

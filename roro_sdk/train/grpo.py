@@ -1,4 +1,4 @@
-"""GRPO for the stepwise router: one loop, top to bottom.
+"""GRPO for the stepwise router: one loop, top to bottom, in this one file.
 
     for each update:
       1. take a batch of queries; run G rollouts of each with the current policy (sampling) in
@@ -11,6 +11,10 @@
       5. PPO-clip steps with a KL penalty to the reference, on LoRA (and head) parameters only;
       6. log, checkpoint (safetensors + JSON), go on.
 
+Below: the result, setup, advantages (3), the loss (5), scoring a batch (4), process scores (2),
+checkpoints (6), evaluation, then :func:`train_router`. Shared with inference, and kept there: the
+state's encoding and action logits (:mod:`roro_sdk.policy`), rewards (:mod:`roro_sdk.rewards`).
+
 Everything random is seeded from (config seed, update index), and checkpoints hold the trainable
 weights and the optimiser state, so a resumed run reproduces an uninterrupted one exactly.
 """
@@ -18,33 +22,38 @@ weights and the optimiser state, so a resumed run reproduces an uninterrupted on
 from __future__ import annotations
 
 import json
-import os
+import math
 import shutil
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._extras import require
 
 require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
+from torch import Tensor
 
 from ..errors import ProcessScoringError, RoroError, TrainingConfigError
 from ..eval.summary import summarize
 from ..policy.router import PolicyRouter
-from ..policy.scoring import action_logits, decoder_hidden_states, grpo_policy_loss
+from ..policy.scoring import action_logits, decoder_hidden_states
 from ..pool import ModelPool
-from ..rewards import group_advantages, group_rewards, step_advantages
-from ..rubric import usage_delta
+from ..rewards import group_rewards
 from ..runtime import StepwiseRuntime
+from ..structured import spent_of, usage_delta
 from ..types import Query, Trajectory, Usage
-from .grpo_config import GRPOConfig
-from .outdir import check_output_folder, remove_run_files
+from .grpo_config import GRPOConfig, config_judge, pool_and_queries
+from .outdir import fsync_dir, fsync_tree, prepare_run_folder, rewrite_jsonl
+from .sim_bench import sim_escalation_shares, sim_rule_judge  # noqa: F401  (sim_rule_judge: its old path)
 
 __all__ = ["train_router", "evaluate_router", "build_policy", "GRPOResult", "save_checkpoint", "load_checkpoint",
-           "find_checkpoint"]
+           "find_checkpoint", "pool_and_queries", "group_advantages", "step_advantages", "decision_advantages",
+           "GRPOLoss", "grpo_policy_loss", "sim_rule_judge"]
 
 # Words the tiny router's on-the-fly vocabulary needs besides the queries' own words.
 _TINY_VOCAB = ("route each step to a model . models : = , question cost so far budget left e-01 e-02 e-03 e-04 e-05 e-06 "
@@ -52,12 +61,51 @@ _TINY_VOCAB = ("route each step to a model . models : = , question cost so far b
                + " " + " ".join("ABCDEFGHIJKLMNOP"))
 
 
-class GRPOResult(dict):
-    """``history`` (one dict of metrics per update), ``eval`` (held-out metrics), ``router_dir``,
-    ``updates_run`` (updates this call made; fewer than ``len(history)`` after a resume),
-    ``judge_failures`` (rollouts left out of their group because the Judge or Rubricor failed on
-    them) and ``judge_usage`` (tokens and dollars the Judge and Rubricor spent, as a dict; None
-    without a judge)."""
+# ----------------------------------------------------------------------------------- result
+@dataclass
+class GRPOResult:
+    """What :func:`train_router` returns.
+
+    ``history``: one dict of metrics per update (the records of ``metrics.jsonl``, resumed updates
+    included). ``router_dir``: the folder the trained router was saved to (``PolicyRouter.load``,
+    or ``--router policy:<dir>``). ``updates_run``: updates this call made (fewer than
+    ``len(history)`` after a resume; 0 when the checkpoint already held them all).
+    ``judge_failures``: rollouts left out of their group because the Judge or Rubricor failed on
+    them. ``judge_usage``: what the Judge and Rubricor spent over the run (``cost_usd``,
+    ``input_tokens``, ``output_tokens``, ``priced``); None without a judge. ``eval``: held-out
+    metrics (:func:`evaluate_router`); None without held-out queries. ``router``: the trained
+    router, ready for inference (argmax, eval mode).
+
+    It used to be a dict: ``result["history"]``, ``result.get(...)`` and ``"eval" in result``
+    still work for one release, with a DeprecationWarning; use the attributes.
+    """
+
+    history: list[dict[str, Any]]
+    router_dir: str
+    updates_run: int
+    judge_failures: int = 0
+    judge_usage: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+    router: PolicyRouter | None = field(default=None, repr=False)
+
+    def _as_dict(self, how: str) -> dict[str, Any]:
+        warnings.warn(f"GRPOResult is no longer a dict: {how} is deprecated and will be removed in the next release; "
+                      "use its attributes (result.history, result.eval, ...)", DeprecationWarning, stacklevel=3)
+        # the dict had no "eval" key without held-out queries (nor "router" when built by hand)
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.name in ("eval", "router") and getattr(self, f.name) is None)}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._as_dict(f"result[{key!r}]")[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._as_dict(f"result.get({key!r})").get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._as_dict(f"{key!r} in result")
+
+    def keys(self) -> list[str]:
+        return list(self._as_dict("result.keys()"))
 
 
 # ------------------------------------------------------------------------------------ setup
@@ -107,53 +155,35 @@ def _place(router: PolicyRouter, device: torch.device, dtype: torch.dtype) -> No
             p.data = p.data.float() if id(p) in trainable else p.data.to(dtype)
 
 
-def _pool_and_queries(cfg: GRPOConfig) -> tuple[ModelPool, list[Query], list[Query]]:
-    from ..tasks import load_dataset
-
-    if cfg.pool:
-        pool = ModelPool.from_file(cfg.pool)
-    elif cfg.dataset.startswith("sim"):
-        from ..sim import parse_sim_spec, sim_pool
-
-        pool = sim_pool(parse_sim_spec(cfg.dataset))
-    else:
-        from ..defaults import default_pool
-
-        pool = default_pool()
-    queries = load_dataset(cfg.dataset, limit=cfg.train_queries + cfg.eval_queries, seed=cfg.seed)
-    return pool, queries[: cfg.train_queries], queries[cfg.train_queries:]
+_pool_and_queries = pool_and_queries  # the old private name, kept for scripts that used it
 
 
-def sim_rule_judge():
-    """The sim bench's ground-truth process judge: full marks for escalating exactly on the hard
-    steps (a stand-in for a trained Judge when testing the trainer; never for real work)."""
-    from ..judge import FunctionJudge
-    from ..sim import grade_routing, is_hard_step
-
-    def score(query, rubric, traj: Trajectory) -> float:
-        g = grade_routing(traj)
-        n = max(1, len([s for s in traj.steps if "Answer" not in s.text]))
-        return max(0.0, 1.0 - (g["missed"] + g["wasted"]) / n)
-
-    def step(s, traj: Trajectory) -> float:
-        if "Answer" in s.text:
-            return 1.0
-        return 1.0 if (s.model == "large") == is_hard_step(traj.query, s.index) else 0.0
-
-    return FunctionJudge(score_fn=score, step_fn=step, name="sim-rule")
+# ------------------------------------------------------------------------- 3. advantages
+def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """GRPO's advantage: ``(r - mean_G) / std_G`` (all zeros when the group's rewards are equal)."""
+    n = len(rewards)
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
+    if std < eps:
+        return [0.0] * n
+    return [(r - mean) / (std + eps) for r in rewards]
 
 
-def _judge_for(cfg: GRPOConfig):
-    if cfg.judge == "none":
-        return None
-    if cfg.judge == "sim-rule":
-        return sim_rule_judge()
-    from ..judge import LocalJudge
+def step_advantages(traj_adv: Sequence[float], step_scores: Sequence[Sequence[float] | None], weight: float) -> list[list[float] | float]:
+    """Optional step-level process advantages: each decision gets its trajectory's advantage plus
+    ``weight`` x its step score normalised over all the steps of the group. Trajectories without
+    step scores keep the trajectory-level advantage."""
+    flat = [s for ss in step_scores if ss for s in ss]
+    if weight == 0.0 or not flat:
+        return list(traj_adv)
+    mean = sum(flat) / len(flat)
+    std = math.sqrt(sum((s - mean) ** 2 for s in flat) / len(flat)) or 1.0
+    out: list[list[float] | float] = []
+    for a, ss in zip(traj_adv, step_scores):
+        out.append([a + weight * (s - mean) / std for s in ss] if ss else a)
+    return out
 
-    return LocalJudge.from_pretrained(cfg.judge)
 
-
-# ---------------------------------------------------------------------------- scoring helpers
 def decision_advantages(advantages: Sequence[float | list[float]], steps: Sequence[Sequence[int]], dmax: int) -> list[list[float]]:
     """``[B, dmax]`` advantages per decision. A trajectory-level advantage applies to all of its
     decisions; a per-step list is read at the step each decision routes (``steps``, as
@@ -168,6 +198,58 @@ def decision_advantages(advantages: Sequence[float | list[float]], steps: Sequen
     return rows
 
 
+# ------------------------------------------------------------------------------- 5. the loss
+class GRPOLoss(NamedTuple):
+    """The scalar loss to back-propagate plus detached diagnostics."""
+
+    loss: Tensor
+    policy_loss: Tensor
+    kl: Tensor
+    clip_fraction: Tensor
+
+
+def grpo_policy_loss(new_logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor,
+                     mask: Tensor | None = None, *, clip: float = 0.2, kl_coef: float = 0.04) -> GRPOLoss:
+    """PPO-clip surrogate plus the k3 KL estimator, per decision, averaged over valid decisions.
+
+    All log-prob tensors are the log-probabilities of the *taken* action, shape ``[B, D]`` (or any
+    shape, with ``mask`` alike). ``old_logp`` comes from the rollout policy, ``ref_logp`` from the
+    reference policy (LoRA adapter disabled); both are treated as constants. ``advantages`` is
+    ``[B]`` (one per trajectory, broadcast over its decisions: GRPO's group-normalised reward) or
+    already per decision. ``ref_logp=None`` or ``kl_coef=0`` drops the KL term.
+
+    Per decision: ``ratio = exp(new - old)``, ``surrogate = min(ratio * A, clip(ratio, 1-e, 1+e) * A)``,
+    ``k3 = exp(ref - new) - (ref - new) - 1`` (unbiased, always >= 0), and the loss is
+    ``-(surrogate - kl_coef * k3)``. The mean is over all valid decisions of the batch (every
+    decision weighs the same, so long trajectories are not down-weighted).
+    """
+    old_logp = old_logp.detach()
+    if advantages.dim() < new_logp.dim():
+        advantages = advantages.reshape(*advantages.shape, *([1] * (new_logp.dim() - advantages.dim())))
+    advantages = advantages.detach().to(new_logp.dtype).expand_as(new_logp)
+    if mask is None:
+        mask = torch.ones_like(new_logp, dtype=torch.bool)
+    weight = mask.to(new_logp.dtype)
+    count = weight.sum().clamp(min=1.0)
+
+    log_ratio = torch.where(mask, new_logp - old_logp, torch.zeros_like(new_logp))
+    ratio = log_ratio.exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * advantages
+    policy = -(torch.minimum(unclipped, clipped) * weight).sum() / count
+
+    if ref_logp is not None and kl_coef != 0.0:
+        delta = torch.where(mask, ref_logp.detach() - new_logp, torch.zeros_like(new_logp))
+        k3 = delta.exp() - delta - 1.0
+        kl = (k3 * weight).sum() / count
+    else:
+        kl = new_logp.new_zeros(())
+    loss = policy + kl_coef * kl
+    clipped_frac = (((ratio - 1.0).abs() > clip).to(new_logp.dtype) * weight).sum() / count
+    return GRPOLoss(loss, policy.detach(), kl.detach(), clipped_frac.detach())
+
+
+# ------------------------------------------------------------------- 4. scoring a batch
 def _encode(router: PolicyRouter, trajs: Sequence[Trajectory],
             device: torch.device) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
     """Right-padded ids, decision positions (-1 pads) and actions (-1 pads) of a batch; and the
@@ -207,39 +289,39 @@ def _slice(b: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Ten
     return {k: v[idx] for k, v in b.items()}
 
 
+# --------------------------------------------------------------------- 2. process scores
 ProcessScore = tuple[float | None, list[float] | None]
 
 
-def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory]
+def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory], queries: Sequence[Query]
                     ) -> tuple[list[ProcessScore | None], list[RoroError]]:
     """Per rollout ``(score, step scores)``, or None where the Rubricor or the Judge failed on it
-    (after their own bounded re-asks); and those errors. One bad reply costs one rollout, not the run."""
+    (after their own bounded re-asks); and those errors. One bad reply costs one rollout, not the run.
+    ``queries[i]`` is the query rollout ``i`` answers: its rubric is asked for once and cached in
+    ``rubrics`` under that query's id."""
     if judge is None:
         return [(None, None)] * len(trajs), []
-    from .._sync import gather_settled
-
-    def base(t: Trajectory) -> str:
-        return t.query.id.split("~")[0]
+    from .._sync import gather_settled, run_sync
 
     async def all_scores():
         errors: list[RoroError] = []
-        todo = {}
-        for t in trajs:
-            if base(t) not in rubrics:
-                todo.setdefault(base(t), t.query)
+        todo: dict[str, Query] = {}
+        for q in queries:
+            if q.id not in rubrics:
+                todo.setdefault(q.id, q)
         if not todo:
             got = []
         elif hasattr(rubricor, "arubric_many"):  # a local Rubricor batches them in one forward
             got = await rubricor.arubric_many(list(todo.values()))
         else:
             got = await gather_settled(rubricor.arubric, list(todo.values()), 8)
-        for b, r in zip(todo, got):
+        for qid, r in zip(todo, got):
             if isinstance(r, RoroError):
                 errors.append(r)  # not cached: the next update asks again
             else:
-                rubrics[b] = r
-        idx = [i for i, t in enumerate(trajs) if base(t) in rubrics]
-        items = [(trajs[i].query, rubrics[base(trajs[i])], trajs[i]) for i in idx]
+                rubrics[qid] = r
+        idx = [i for i, q in enumerate(queries) if q.id in rubrics]
+        items = [(trajs[i].query, rubrics[queries[i].id], trajs[i]) for i in idx]
         if not items:
             results = []
         elif hasattr(judge, "ascore_many"):
@@ -254,18 +336,22 @@ def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory]
                 out[i] = (r.score, r.step_scores)
         return out, errors
 
-    from .._sync import run_sync
-
     return run_sync(all_scores())
 
 
 def _spent(judge, rubricor) -> Usage:
-    from ..rubric import spent_of
-
     return spent_of(judge) + spent_of(rubricor)
 
 
-# ------------------------------------------------------------------------------ checkpoints
+def _history_usage(history: list[dict]) -> dict[str, Any]:
+    """The Judge's and Rubricor's spend over every update of the run (resumed parts included)."""
+    return {"cost_usd": sum(h.get("judge_cost_usd", 0.0) for h in history),
+            "input_tokens": sum(h.get("judge_input_tokens", 0) for h in history),
+            "output_tokens": sum(h.get("judge_output_tokens", 0) for h in history),
+            "priced": all(h.get("judge_priced", True) for h in history)}
+
+
+# --------------------------------------------------------------------------- 6. checkpoints
 def _trainable(router: PolicyRouter) -> dict[str, torch.nn.Parameter]:
     named = {f"model.{n}": p for n, p in router.model.named_parameters() if p.requires_grad}
     if router.head is not None:
@@ -275,28 +361,6 @@ def _trainable(router: PolicyRouter) -> dict[str, torch.nn.Parameter]:
 
 def _aside(folder: Path) -> Path:
     return folder.with_name(folder.name + ".old")
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush the files of a checkpoint to disk before it is renamed in (a rename can reach the disk
-    before the data it names)."""
-    for f in folder.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows: folders cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimizer, update: int, history: list) -> None:
@@ -318,13 +382,13 @@ def save_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimiz
             state[f"{i}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
     save_file(state, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"update": update, "history": history}))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if folder.exists():
         if aside.exists():
             shutil.rmtree(aside)  # left by a crash after the last swap: the main checkpoint is newer
         folder.rename(aside)
     tmp.rename(folder)
-    _fsync_dir(folder.parent)
+    fsync_dir(folder.parent)
     if aside.exists():
         shutil.rmtree(aside)
 
@@ -339,6 +403,8 @@ def find_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimizer) -> tuple[int, list]:
+    """Load a checkpoint's weights into ``router`` and its state into ``opt``; returns the update to
+    continue from and the history so far."""
     from safetensors.torch import load_file
 
     params = _trainable(router)
@@ -358,7 +424,6 @@ def load_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimiz
     return state["update"] + 1, state["history"]
 
 
-# ------------------------------------------------------------------------------ run folder
 # What a train-router run writes in its folder (``overwrite`` deletes these, and nothing else).
 RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", "checkpoint.tmp", "checkpoint.old",
              "router", "eval.json")
@@ -366,98 +431,52 @@ RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", 
 RESUMABLE_CHANGES = frozenset({"updates", "out_dir", "resume", "overwrite", "concurrency", "checkpoint_every", "device"})
 
 
-def _prepare_run_folder(cfg: GRPOConfig, out: Path) -> None:
-    """Refuse to continue or replace an earlier run unless asked (``resume`` / ``overwrite``); on
-    resume, refuse a config that changes what the run learns."""
-    if cfg.overwrite:
-        remove_run_files(out, RUN_FILES)
-    check_output_folder(out, resume=cfg.resume or cfg.overwrite, what="run", overwrite_hint=True)
-    old = out / "config.json"
-    if cfg.resume and old.is_file():
-        try:
-            before = json.loads(old.read_text())
-        except ValueError:
-            before = None
-        if isinstance(before, dict):
-            now = json.loads(cfg.model_dump_json())
-            # fields the earlier run's version did not have yet are not compared
-            changed = sorted(k for k in before if k in now and k not in RESUMABLE_CHANGES and before[k] != now[k])
-            if changed:
-                raise TrainingConfigError(f"cannot resume the run in {out}: its config differs in {', '.join(changed)}; "
-                                          "use the same config (only updates, concurrency, checkpoint_every and device "
-                                          "may change), or choose a new --out")
-
-
-def _rewrite_metrics(path: Path, history: list[dict]) -> None:
-    """``metrics.jsonl`` as the checkpoint knows it: one record per update it holds. Records an
-    interrupted run wrote after its last checkpoint are dropped, since the resumed run writes
-    those updates again."""
-    if not history and not path.exists():
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        for record in history:
-            fh.write(json.dumps(record) + "\n")
-    tmp.replace(path)
-
-
 # ------------------------------------------------------------------------------------ eval
 def evaluate_router(router: PolicyRouter, pool: ModelPool, queries: Sequence[Query], *, mode: str = "argmax",
                     max_steps: int = 16, concurrency: int = 32) -> dict[str, Any]:
-    """Held-out accuracy, cost, large-model share; on the sim bench also where the escalations went."""
-    saved_mode, router.mode = router.mode, mode
+    """Held-out accuracy, cost, large-model share; on the sim bench also where the escalations went.
+
+    The router is run in ``mode`` through a view (:meth:`PolicyRouter.with_mode`) with its model in
+    eval mode; the router passed in is left as it was (its mode, and its model's train/eval flag)."""
+    was_training = router.model.training
+    router.model.eval()
     try:
-        router.model.eval()
-        trajs = StepwiseRuntime(pool, router, max_steps=max_steps).run_many(list(queries), concurrency=concurrency)
+        trajs = StepwiseRuntime(pool, router.with_mode(mode), max_steps=max_steps).run_many(list(queries),
+                                                                                            concurrency=concurrency)
     finally:
-        router.mode = saved_mode
+        router.model.train(was_training)
     s = summarize(trajs, large=pool.large, router=router.name)
     out = {"accuracy": s.accuracy, "mean_cost_usd": s.mean_cost_usd, "large_step_share": s.large_step_share, "n": s.n}
     if queries and queries[0].metadata.get("sim_task"):
-        from ..sim import is_hard_step
-
-        hard = easy = hard_large = easy_large = 0
-        for t in trajs:
-            for st in t.steps:
-                if "Answer" in st.text:
-                    continue
-                h = is_hard_step(t.query, st.index)
-                hard, easy = hard + h, easy + (not h)
-                hard_large += h and st.model == pool.large
-                easy_large += (not h) and st.model == pool.large
-        out["hard_steps_to_large"] = hard_large / hard if hard else 0.0
-        out["easy_steps_to_large"] = easy_large / easy if easy else 0.0
+        out.update(sim_escalation_shares(trajs, pool.large))
     return out
 
 
 # ------------------------------------------------------------------------------------ train
-def _history_usage(history: list[dict]) -> dict[str, Any]:
-    """The Judge's and Rubricor's spend over every update of the run (resumed parts included)."""
-    return {"cost_usd": sum(h.get("judge_cost_usd", 0.0) for h in history),
-            "input_tokens": sum(h.get("judge_input_tokens", 0) for h in history),
-            "output_tokens": sum(h.get("judge_output_tokens", 0) for h in history),
-            "priced": all(h.get("judge_priced", True) for h in history)}
-
-
 def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tuple[list[Query], list[Query]] | None = None,
                  judge: Any = None, rubricor: Any = None, log: Callable[[dict], None] | None = None) -> GRPOResult:
-    """Train a LoRA router with GRPO. ``pool``/``queries``/``judge``/``rubricor`` override the config's."""
+    """Train a LoRA router with GRPO. ``pool``/``queries``/``judge``/``rubricor`` override the config's.
+
+    The router is built here from ``cfg.policy`` (:func:`build_policy`), trained in place, saved to
+    ``<out_dir>/router`` and returned as ``result.router``; nothing passed in is modified (the
+    Judge and Rubricor only count their spend)."""
     from ..hf import set_seed
     from ..rubric import StaticRubricor
 
     # ---- setup: data, pool, judge, policy, optimiser, maybe a checkpoint to resume from
     out = Path(cfg.out_dir)
-    _prepare_run_folder(cfg, out)
+    prepare_run_folder(out, json.loads(cfg.model_dump_json()), resume=cfg.resume, overwrite=cfg.overwrite,
+                       run_files=RUN_FILES, resumable=RESUMABLE_CHANGES)
     out.mkdir(parents=True, exist_ok=True)
     cfg.dump(out / "config.json")
     if pool is None or queries is None:
-        cfg_pool, train_qs, eval_qs = _pool_and_queries(cfg)
+        cfg_pool, train_qs, eval_qs = pool_and_queries(cfg)
         pool = pool or cfg_pool
         if queries is not None:
             train_qs, eval_qs = queries
     else:
         train_qs, eval_qs = queries
-    judge = judge if judge is not None else _judge_for(cfg)
+    judge = judge if judge is not None else config_judge(cfg)
     if cfg.rewards.lambda_p > 0 and judge is None:
         raise TrainingConfigError("rewards.lambda_p > 0 needs a judge")
     rubricor = rubricor or StaticRubricor()
@@ -471,8 +490,9 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     found = find_checkpoint(ckpt) if cfg.resume else None
     if found is not None:
         start, history = load_checkpoint(found, router, opt)
-    _rewrite_metrics(out / "metrics.jsonl", history)
-    runtime = StepwiseRuntime(pool, router, max_steps=cfg.max_steps, cost_budget=cfg.cost_budget)
+    # metrics.jsonl as the checkpoint knows it: records an interrupted run wrote after its last
+    # checkpoint are dropped, since the resumed run writes those updates again
+    rewrite_jsonl(out / "metrics.jsonl", history)
     rubrics: dict[str, Any] = {}
     G = cfg.group_size
 
@@ -481,18 +501,22 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         seed = zlib.crc32(f"{cfg.seed}:{update}".encode())
         set_seed(seed)
 
-        # 1. rollouts: G per query, sampled from the current policy, in the real runtime
+        # 1. rollouts: G per query, sampled from the current policy, in the real runtime. Rollout i
+        # is rollout j of batch query g, (g, j) = rollouts[i]; its id "<query id>~j" only names the
+        # rollout (and seeds its sampling), the group is read from rollouts, never from the id.
         first = (update * cfg.queries_per_update) % len(train_qs)
         batch = [train_qs[(first + i) % len(train_qs)] for i in range(cfg.queries_per_update)]
-        rollout_qs = [q.model_copy(update={"id": f"{q.id}~{j}"}) for q in batch for j in range(G)]
+        rollouts = [(g, j) for g in range(len(batch)) for j in range(G)]
+        rollout_qs = [batch[g].model_copy(update={"id": f"{batch[g].id}~{j}"}) for g, j in rollouts]
         router.model.eval()
-        router.mode, router.seed = "sample", seed
+        runtime = StepwiseRuntime(pool, router.with_mode("sample", seed=seed), max_steps=cfg.max_steps,
+                                  cost_budget=cfg.cost_budget)
         trajs = runtime.run_many(rollout_qs, concurrency=cfg.concurrency)
 
         # 2. rewards and 3. group-normalised advantages; a rollout the Judge failed on is left out
         # of its group (advantage 0), the rest of the group is compared as usual
         spent_before = _spent(judge, rubricor)
-        scores, failures = _process_scores(judge, rubricor, rubrics, trajs)
+        scores, failures = _process_scores(judge, rubricor, rubrics, trajs, [batch[g] for g, _ in rollouts])
         if failures and all(s is None for s in scores):
             raise ProcessScoringError(f"update {update}: the judge failed on all {len(trajs)} rollouts; first error: "
                                       f"{type(failures[0]).__name__}: {str(failures[0])[:300]}. Check the judge (its "
@@ -500,17 +524,18 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         judge_usage = usage_delta(_spent(judge, rubricor), spent_before)
         parts, advantages, zero_groups = [], [], 0
         for g in range(len(batch)):
-            ok = [i for i in range(g * G, (g + 1) * G) if scores[i] is not None]
+            members = [i for i, (gi, _) in enumerate(rollouts) if gi == g]
+            ok = [i for i in members if scores[i] is not None]
             if len(ok) < 2:  # nothing left to compare this query's rollouts with
                 zero_groups += 1
-                advantages += [0.0] * G
+                advantages += [0.0] * len(members)
                 continue
             p = group_rewards([trajs[i] for i in ok], [scores[i][0] for i in ok], cfg.rewards)
             a = group_advantages([x.total for x in p])
             parts += p
             zero_groups += all(x == 0.0 for x in a)
             kept = dict(zip(ok, step_advantages(a, [scores[i][1] for i in ok], cfg.step_process_weight)))
-            advantages += [kept.get(i, 0.0) for i in range(g * G, (g + 1) * G)]
+            advantages += [kept.get(i, 0.0) for i in members]
         b, steps = _encode(router, trajs, device)
         dmax = b["act"].shape[1]
         adv = torch.tensor(decision_advantages(advantages, steps, dmax), dtype=torch.float32, device=device)
@@ -525,7 +550,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         router.model.train()
         gen = torch.Generator().manual_seed(seed)
         stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
-        steps = 0
+        n_steps = 0
         for _ in range(cfg.epochs):
             for idx in torch.randperm(len(trajs), generator=gen).split(cfg.minibatch_size):
                 idx = idx.to(device)
@@ -538,7 +563,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
                 opt.step()
                 for k in stats:
                     stats[k] += float(getattr(res, k).detach())
-                steps += 1
+                n_steps += 1
 
         # 6. log and checkpoint
         valid = b["act"] >= 0
@@ -554,9 +579,9 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
             "accuracy": sum(bool(t.correct) for t in trajs) / n,
             "large_share": sum(s.model == pool.large for t in trajs for s in t.steps) / max(1, sum(len(t.steps) for t in trajs)),
             "zero_adv_groups": zero_groups / len(batch),
-            "kl": stats["kl"] / max(steps, 1),
-            "clip_fraction": stats["clip_fraction"] / max(steps, 1),
-            "loss": stats["loss"] / max(steps, 1),
+            "kl": stats["kl"] / max(n_steps, 1),
+            "clip_fraction": stats["clip_fraction"] / max(n_steps, 1),
+            "loss": stats["loss"] / max(n_steps, 1),
             "entropy": entropy,
             "judge_failures": sum(s is None for s in scores),
             "judge_cost_usd": judge_usage.cost_usd,
@@ -573,13 +598,14 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.updates:
             save_checkpoint(ckpt, router, opt, update, history)
 
-    # ---- held-out evaluation and the final router
+    # ---- the trained router: ready for inference, saved, evaluated on the held-out queries
     router.mode = "argmax"
+    router.model.eval()
     router_dir = router.save(out / "router")
-    result = GRPOResult(history=history, router_dir=str(router_dir), router=router, updates_run=max(0, cfg.updates - start),
-                        judge_failures=sum(h.get("judge_failures", 0) for h in history),
-                        judge_usage=_history_usage(history) if judge is not None else None)
+    ev = None
     if eval_qs:
-        result["eval"] = evaluate_router(router, pool, eval_qs, max_steps=cfg.max_steps, concurrency=cfg.concurrency)
-        (out / "eval.json").write_text(json.dumps(result["eval"], indent=2))
-    return result
+        ev = evaluate_router(router, pool, eval_qs, max_steps=cfg.max_steps, concurrency=cfg.concurrency)
+        (out / "eval.json").write_text(json.dumps(ev, indent=2))
+    return GRPOResult(history=history, router_dir=str(router_dir), updates_run=max(0, cfg.updates - start),
+                      judge_failures=sum(h.get("judge_failures", 0) for h in history),
+                      judge_usage=_history_usage(history) if judge is not None else None, eval=ev, router=router)

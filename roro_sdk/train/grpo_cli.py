@@ -47,17 +47,17 @@ def cmd_train_router(args: argparse.Namespace) -> int:
         print(f"update {r['update']:4d}  " + "  ".join(f"{k} {r[k]:.3f}" for k in keys) + extra, flush=True)
 
     result = train_router(cfg, log=log)
-    if not result.get("updates_run"):
+    if not result.updates_run:
         print(f"no update to run: the checkpoint in {cfg.out_dir} already holds all {cfg.updates} updates "
               "(raise updates with --set updates=N to train further)")
-    print(f"router saved to {result['router_dir']} (use it with --router policy:{result['router_dir']})")
-    if result.get("judge_usage") is not None:
-        u = result["judge_usage"]
+    print(f"router saved to {result.router_dir} (use it with --router policy:{result.router_dir})")
+    if result.judge_usage is not None:
+        u = result.judge_usage
         note = "" if u["priced"] else " (unpriced model: dollars unknown)"
         print(f"judge + rubricor: ${u['cost_usd']:.6f}, {u['input_tokens'] + u['output_tokens']} tokens{note}; "
-              f"{result.get('judge_failures', 0)} rollouts skipped because the judge failed on them")
-    if "eval" in result:
-        print("held-out: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result["eval"].items()))
+              f"{result.judge_failures} rollouts skipped because the judge failed on them")
+    if result.eval is not None:
+        print("held-out: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.eval.items()))
     return 0
 
 

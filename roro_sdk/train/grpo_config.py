@@ -1,16 +1,21 @@
-"""The GRPO trainer's configuration: typed, validated up front, with messages that say what to fix."""
+"""The GRPO trainer's configuration: typed, validated up front, with messages that say what to fix;
+and what its names stand for (:func:`pool_and_queries`, :func:`config_judge`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import TrainingConfigError
 from ..rewards import RewardWeights
 
-__all__ = ["PolicyConfig", "GRPOConfig", "load_grpo_config", "apply_overrides"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pool import ModelPool
+    from ..types import Query
+
+__all__ = ["PolicyConfig", "GRPOConfig", "load_grpo_config", "apply_overrides", "pool_and_queries", "config_judge"]
 
 
 class PolicyConfig(BaseModel):
@@ -130,3 +135,38 @@ def load_grpo_config(path: str | Path | None = None, **overrides) -> GRPOConfig:
     except ValidationError as e:
         lines = [f"  {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
         raise TrainingConfigError("invalid training config:\n" + "\n".join(lines)) from None
+
+
+def pool_and_queries(cfg: GRPOConfig) -> tuple[ModelPool, list[Query], list[Query]]:
+    """The pool and the (train, held-out) queries the config names: its ``pool`` file, else the sim
+    pool for a ``sim`` dataset, else the default pool; ``train_queries`` + ``eval_queries`` of
+    ``dataset``, seeded by ``seed``."""
+    from ..pool import ModelPool
+    from ..tasks import load_dataset
+
+    if cfg.pool:
+        pool = ModelPool.from_file(cfg.pool)
+    elif cfg.dataset.startswith("sim"):
+        from ..sim import parse_sim_spec, sim_pool
+
+        pool = sim_pool(parse_sim_spec(cfg.dataset))
+    else:
+        from ..defaults import default_pool
+
+        pool = default_pool()
+    queries = load_dataset(cfg.dataset, limit=cfg.train_queries + cfg.eval_queries, seed=cfg.seed)
+    return pool, queries[: cfg.train_queries], queries[cfg.train_queries:]
+
+
+def config_judge(cfg: GRPOConfig) -> Any:
+    """The process Judge the config names: None for ``none``, the sim bench's rule judge for
+    ``sim-rule``, else a :class:`~roro_sdk.judge.LocalJudge` from the named folder or model."""
+    if cfg.judge == "none":
+        return None
+    if cfg.judge == "sim-rule":
+        from .sim_bench import sim_rule_judge
+
+        return sim_rule_judge()
+    from ..judge import LocalJudge
+
+    return LocalJudge.from_pretrained(cfg.judge)

@@ -21,7 +21,8 @@ safetensors per round (``round_<k>/judge``, ``round_<k>/rubricor``) with ``state
 started again on the same folder resumes after the last completed round.
 
 All defaults are ours (the paper gives no hyper-parameters) and are :class:`JudgeTrainingConfig`
-fields.
+fields. The synthetic demo data, tiny models and labelers of the tests and examples are in
+:mod:`roro_sdk.train.sim_bench` (their names stay importable from here).
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ from ..judge import LocalJudge, load_trained_run
 from ..pairs import PAIR_KINDS, PairSet, PreferencePair
 from ..rubric import Criterion, LocalRubricor, Rubric
 from ..types import Query, Trajectory
+# The sim bench's demo data, tiny models and labelers moved to sim_bench; their old import path
+# (roro_sdk.train.judge_training.sim_preference_data, ...) keeps working.
+from .sim_bench import (  # noqa: F401
+    SIM_DEMO_DISTRACTORS,
+    record_criterion_labeler,
+    sim_demo_labeler,
+    sim_demo_library,
+    sim_preference_data,
+    tiny_judge_and_rubricor,
+    tokenizer_corpus,
+)
 
 __all__ = [
     "JudgeTrainingConfig",
@@ -116,41 +128,6 @@ def pairwise_accuracy(scores: dict[str, float], pairs: Sequence[PreferencePair])
         acc += 1.0 if d > 0 else 0.5 if d == 0 else 0.0
         marg += d
     return acc / len(pairs), marg / len(pairs)
-
-
-def record_criterion_labeler(criterion: Criterion, traj: Trajectory) -> float | None:
-    """Labels for a few library criteria from step records (``Step 3 [hard]: mistake``, as the sim
-    bench writes them); None for any other criterion. An example of a step-verifier labeler for
-    the calibration term; the cheapest model of the trajectory's pool is taken to be ``small``."""
-    from ..pairs import record_step_verifier
-
-    text = criterion.text.lower()
-    labels = [record_step_verifier(traj, i) for i in range(len(traj.steps))]
-    steps = [(s, lab) for s, lab in zip(traj.steps, labels) if lab is not None and lab.hard is not None]
-    if not steps:
-        return None
-    small = "small"
-    if "every hard step" in text:
-        return float(all(s.model != small for s, lab in steps if lab.hard))
-    if "easy steps" in text:
-        return float(all(s.model == small for s, lab in steps if not lab.hard))
-    if "no mistake is left" in text:
-        return None if traj.correct is None else float(traj.correct)
-    if "reaches a final answer" in text:
-        return float(traj.answer is not None)
-    return None
-
-
-def tokenizer_corpus(trajectories: Sequence[Trajectory], library: Sequence[Criterion] = ()) -> list[str]:
-    """Texts that cover what the local Judge and Rubricor read: for :func:`roro_sdk.hf.word_tokenizer`
-    when building tiny models for tests and the synthetic example."""
-    from ..judge import JUDGE_INSTRUCTION, render_trajectory
-    from ..rubric import DEFAULT_CRITERIA, LOCAL_RUBRICOR_INSTRUCTION
-
-    texts = [JUDGE_INSTRUCTION, LOCAL_RUBRICOR_INSTRUCTION, "Criterion Met? Candidate Include? Step ok? hard rule principle"]
-    texts += [c.text for c in list(library) + list(DEFAULT_CRITERIA)]
-    texts += [render_trajectory(t) for t in trajectories]
-    return texts
 
 
 def _scored(qids: Sequence[str], rubrics: Sequence[Rubric | None], chosen_pairs: dict[str, list[PreferencePair]]):
@@ -546,73 +523,6 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-# ----------------------------------------------------------------------------- synthetic bench
-SIM_DEMO_DISTRACTORS: tuple[Criterion, ...] = (
-    Criterion(kind="principle", text="The trajectory is written in French."),
-    Criterion(kind="principle", text="Every step mentions the weather."),
-)
-
-
-def sim_demo_library() -> list[Criterion]:
-    """The candidate library of the synthetic demo: three routing criteria the sim's step records
-    can check, and two distractors that are never met (the Rubricor should learn to drop them)."""
-    from ..rubric import DEFAULT_CRITERIA
-
-    return [DEFAULT_CRITERIA[0], DEFAULT_CRITERIA[1], DEFAULT_CRITERIA[3], *SIM_DEMO_DISTRACTORS]
-
-
-def sim_demo_labeler(criterion: Criterion, traj: Trajectory) -> float | None:
-    """:func:`record_criterion_labeler` plus "never met" for the demo's distractors."""
-    if criterion.text in {d.text for d in SIM_DEMO_DISTRACTORS}:
-        return 0.0
-    return record_criterion_labeler(criterion, traj)
-
-
-def sim_preference_data(n_queries: int = 48, *, seed: int = 0, out: str | Path | None = None,
-                        policies: Sequence[str] = ("all-small", "all-large", "random:0.3", "random:0.7"),
-                        sim_config: Any = None, pair_config: Any = None, concurrency: int = 16) -> PairSet:
-    """A learnable synthetic preference set from the sim bench (a TEST BENCH).
-
-    Default sim: ``SimConfig.careful`` (the small model errs exactly on hard steps, nothing
-    recovers), 2-5 steps, 40% hard: a trajectory is correct iff the large model wrote every hard
-    step, so the known rule is "escalate on exactly the hard steps". Trajectories are collected
-    with :func:`roro_sdk.collect.collect` (to ``out``, or a temporary file) and paired into
-    outcome and cost pairs, balanced per kind, by :func:`roro_sdk.pairs.build_pairs`."""
-    import tempfile
-
-    from ..collect import collect
-    from ..pairs import PairConfig, build_pairs, record_step_verifier
-    from ..sim import SimConfig, sim_pool, sim_queries
-    from ..trajectories import read_trajectories
-
-    cfg = sim_config or SimConfig.careful(min_steps=2, max_steps=5, p_hard=0.4, seed=seed)
-    queries = sim_queries(n=n_queries, seed=seed, config=cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(out) if out is not None else Path(tmp) / "trajectories.jsonl"
-        collect(queries, sim_pool(cfg), list(policies), out=path, seed=seed, concurrency=concurrency)
-        trajs = read_trajectories(path)
-    pc = pair_config or PairConfig(kinds=["outcome", "cost"], max_pairs_per_query=3, balance_kinds=True, seed=seed)
-    return build_pairs(trajs, pc, step_verifier=record_step_verifier)
-
-
-def tiny_judge_and_rubricor(data: PairSet | Sequence[Trajectory], library: Sequence[Criterion] | None = None, *,
-                            seed: int = 0, judge_kw: dict[str, Any] | None = None,
-                            rubricor_kw: dict[str, Any] | None = None) -> tuple[LocalJudge, LocalRubricor]:
-    """A LocalJudge and a library-mode LocalRubricor on two tiny random Qwen2 models (hidden 64,
-    2 layers) sharing a word-level tokenizer built from the data: the test and demo setup.
-    Short prompts keep them fast: the question is cut to its first 48 characters, no step costs."""
-    from ..hf import tiny_causal_lm, word_tokenizer
-
-    trajs = list(data.trajectories.values()) if isinstance(data, PairSet) else list(data)
-    lib = list(library) if library is not None else sim_demo_library()
-    tok = word_tokenizer(tokenizer_corpus(trajs, lib))
-    jkw = {"render_kw": {"show_cost": False, "max_question_chars": 48}, "instruction": "Judge the routing.", **(judge_kw or {})}
-    rkw = {"instruction": "Choose criteria.", "max_question_tokens": 16, **(rubricor_kw or {})}
-    judge = LocalJudge(tiny_causal_lm(tok, seed=seed), tok, **jkw)
-    rubricor = LocalRubricor(tiny_causal_lm(tok, seed=seed + 1), tok, library=lib, **rkw)
-    return judge, rubricor
 
 
 # ----------------------------------------------------------------------------- trained runs
