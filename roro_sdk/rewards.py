@@ -52,3 +52,18 @@ def group_rewards(trajs: Sequence[Trajectory], process_scores: Sequence[float | 
         out.append(RewardParts(outcome=outcome, process=process, cost_norm=cost_norm,
                                total=outcome + w.lambda_p * process * gate - w.lambda_c * cost_norm))
     return out
+
+
+# Moved next to the GRPO loop (roro_sdk.train.grpo); kept importable from here for one release.
+_MOVED_TO_GRPO = ("group_advantages", "step_advantages")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_GRPO:
+        import importlib
+        import warnings
+
+        warnings.warn(f"roro_sdk.rewards.{name} moved to roro_sdk.train.grpo.{name}; import it from there",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("roro_sdk.train.grpo"), name)
+    raise AttributeError(f"module 'roro_sdk.rewards' has no attribute {name!r}")

@@ -113,3 +113,20 @@ def test_sim_request_errors_are_roro_errors():
     from roro_sdk.sim.provider import SimRequestError
 
     assert issubclass(SimRequestError, roro_sdk.RoroError) and issubclass(SimRequestError, ValueError)
+
+
+def test_moved_names_still_import_with_a_deprecation_warning():
+    import warnings
+
+    import pytest
+
+    pytest.importorskip("torch")
+    from roro_sdk.train import grpo
+
+    for name in ("group_advantages", "step_advantages"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from roro_sdk import rewards
+
+            assert getattr(rewards, name) is getattr(grpo, name)
+        assert any(issubclass(w.category, DeprecationWarning) and "moved" in str(w.message) for w in caught)
