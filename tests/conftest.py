@@ -9,6 +9,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest
 
+# torch's compiler (the fused-LoRA 'op-compiled' tests) imports setuptools on first use; after the
+# install tests' stub pip has put and removed package folders on sys.path, that late import found
+# the standard library's distutils and failed (BackendCompilerFailed). Imported first, it is settled.
+import setuptools  # noqa: E402,F401
+
 from roro_sdk import ModelPool, RetryPolicy
 from roro_sdk.testing import FakeModel, FakeOpenAIServer
 
