@@ -15,7 +15,7 @@ EXPECTED = {
     "RunExistsError", "UnsafeWeightsError", "ProcessScoringError", "MissingExtraError",
     "Criterion", "Rubric", "Rubricor", "StaticRubricor", "FunctionRubricor", "LiteLLMRubricor", "LocalRubricor",
     "rubricor_from_config", "Judge", "JudgeResult", "FunctionJudge", "LiteLLMJudge", "LocalJudge", "judge_from_config",
-    "PreferencePair", "PairConfig", "PairSet",
+    "PreferencePair", "PairConfig", "PairSet", "build_pairs", "read_pairs", "write_pairs",
     "RewardWeights", "GRPOConfig", "load_grpo_config", "evaluate", "aevaluate", "summarize", "RouterSummary", "GenerationCache",
 }
 # public too, but they need torch: imported on first use and kept out of __all__ (star imports work without torch)
