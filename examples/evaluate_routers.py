@@ -19,8 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from roro_sdk import ModelPool, default_pool, load_dataset  # noqa: E402
-from roro_sdk.cache import GenerationCache  # noqa: E402
+from roro_sdk import GenerationCache, ModelPool, default_pool, load_dataset  # noqa: E402
 from roro_sdk.eval import EvalResults, evaluate, write_report  # noqa: E402
 
 

@@ -16,8 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from roro_sdk.train.grpo import train_router
-from roro_sdk.train.grpo_config import load_grpo_config
+from roro_sdk.train import load_grpo_config, train_router
 
 
 def run(kind: str, seed: int, updates: int, out: Path) -> dict:

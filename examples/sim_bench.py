@@ -23,8 +23,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from roro_sdk import read_trajectories  # noqa: E402
-from roro_sdk.cache import GenerationCache  # noqa: E402
+from roro_sdk import GenerationCache, read_trajectories  # noqa: E402
 from roro_sdk.eval import Sweep, evaluate, write_report  # noqa: E402
 from roro_sdk.sim import SimConfig, SimOptimalRouter, grade_routing, routing_regret, sim_pool, sim_queries  # noqa: E402
 

@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from roro_sdk.pairs import write_pairs  # noqa: E402
-from roro_sdk.train.judge_training import (  # noqa: E402
+from roro_sdk.train import (  # noqa: E402
     AlternatingTrainer,
     JudgeTrainingConfig,
     sim_demo_labeler,
     sim_preference_data,
     tiny_judge_and_rubricor,
+    write_pairs,
 )
 
 

@@ -5,8 +5,7 @@
 
 from roro_sdk import FixedRouter, StepwiseRuntime
 from roro_sdk.eval import summarize
-from roro_sdk.train.grpo import pool_and_queries, train_router
-from roro_sdk.train.grpo_config import load_grpo_config
+from roro_sdk.train import load_grpo_config, pool_and_queries, train_router
 
 cfg = load_grpo_config("examples/configs/train_router_sim.yaml", out_dir="runs/example-router-sim", overwrite=True)
 result = train_router(cfg, log=lambda r: print(f"update {r['update']:2d} reward {r['reward']:.3f} accuracy {r['accuracy']:.2f} "

@@ -7,8 +7,9 @@ no other library's globals): LiteLLM, torch and transformers load only when used
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._extras import lazy_names
 from ._version import __version__
 
 from .answers import check_answer, extract_answer
@@ -38,7 +39,7 @@ from .errors import (
 )
 from .eval import RouterSummary, aevaluate, evaluate, summarize
 from .judge import FunctionJudge, Judge, JudgeResult, LiteLLMJudge, LocalJudge, judge_from_config
-from .pairs import PairConfig, PairSet, PreferencePair
+from .pairs import PairConfig, PairSet, PreferencePair, build_pairs, read_pairs, write_pairs
 from .pool import Generation, ModelPool, RetryPolicy
 from .prompts import PromptTemplate
 from .routers import (
@@ -88,24 +89,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'roro_sdk' has no attribute {name!r}")
-    import importlib
-
-    try:
-        value = getattr(importlib.import_module(module), name)
-    except MissingExtraError:
-        raise  # already one line naming the extra
-    except ImportError as e:
-        raise ImportError(f"roro_sdk.{name} needs the train extra ({e.name or e}): pip install 'roro-sdk[train]'") from e
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [
@@ -155,6 +139,9 @@ __all__ = [
     "PreferencePair",
     "PairConfig",
     "PairSet",
+    "build_pairs",
+    "read_pairs",
+    "write_pairs",
     # the router trainer's config (PolicyRouter, PolicyTemplate, train_router and evaluate_router
     # need the train extra: see _LAZY)
     "RewardWeights",

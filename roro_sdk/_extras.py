@@ -9,11 +9,11 @@ deep inside the SDK.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from .errors import MissingExtraError
-
-__all__ = ["EXTRAS", "missing_extra_message", "require"]
 
 #: extra name -> what it is for (completes "roro-sdk needs <package> for ...").
 EXTRAS: dict[str, str] = {
@@ -49,3 +49,28 @@ def require(module: str, *, extra: str) -> ModuleType:
         raise MissingExtraError(
             f"{missing_extra_message(module, extra)} (importing {module} failed: {e})", name=module, extra=extra
         ) from e
+
+
+def lazy_names(package: str, lazy: dict[str, str],
+               namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The module ``__getattr__`` and ``__dir__`` of a package whose ``lazy`` names (name -> module)
+    need an extra: each is imported on first use and kept in ``namespace`` (the package's globals);
+    an ImportError becomes one line naming the extra."""
+
+    def __getattr__(name: str) -> Any:
+        module = lazy.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            value = getattr(importlib.import_module(module), name)
+        except MissingExtraError:
+            raise  # already one line naming the extra
+        except ImportError as e:
+            raise ImportError(f"{package}.{name} needs the train extra ({e.name or e}): pip install 'roro-sdk[train]'") from e
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(lazy))
+
+    return __getattr__, __dir__

@@ -16,9 +16,6 @@ from typing import Any
 
 from .errors import ConfigError, RoroError
 
-__all__ = ["read_text_file", "load_mapping_file", "parse_mapping", "output_file", "output_dir", "write_text_file",
-           "parse_bool"]
-
 _MAPPING_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 
 

@@ -23,8 +23,6 @@ from pathlib import Path
 from .errors import ConfigError, ModelUnavailableError
 from .local.registry import REGISTRY, ensure_local_model, get_local_entry, verify_local_model
 
-__all__ = ["install_models", "pip_command", "pool_registry_models", "pool_template", "write_pool_template"]
-
 LOCAL_PREFIX = "roro_local/"
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-__all__ = ["find_marked_answer", "extract_answer", "parse_number", "check_answer", "MAX_NUMBER_CHARS", "MAX_EXPONENT"]
-
 # Longer text is not read as a number: the regexes below stay linear and Fraction stays small.
 MAX_NUMBER_CHARS = 1000
 # Fraction("1e100000000") builds a 100-million-digit integer (minutes); refuse such exponents.

@@ -40,8 +40,6 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["GenerationCache", "CacheStats", "cache_key", "default_cache_path", "cache_file"]
-
 _FORMAT = 1
 # Call parameters that do not change what a model writes.
 _NOT_IN_KEY = {"api_key", "timeout", "num_retries", "max_retries", "metadata", "headers", "extra_headers"}

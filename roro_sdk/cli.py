@@ -23,8 +23,6 @@ from ._files import output_dir, output_file, write_text_file
 from ._version import __version__
 from .errors import ConfigError, RoroError, RouterError
 
-__all__ = ["main"]
-
 
 def _routers(spec: str, seed: int) -> list:
     from .errors import RouterError

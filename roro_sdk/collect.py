@@ -39,16 +39,6 @@ from .runtime import StepwiseRuntime, as_query
 from .trajectories import is_complete_line, repair_torn_tail
 from .types import Query, Trajectory
 
-__all__ = [
-    "DEFAULT_POLICIES",
-    "CollectResult",
-    "trajectory_id",
-    "existing_ids",
-    "repair_torn_tail",
-    "acollect",
-    "collect",
-]
-
 DEFAULT_POLICIES: tuple[str, ...] = ("all-small", "all-large", "random:0.25", "random:0.5", "random:0.75")
 PolicyLike = "str | Router | tuple[str, Callable[[int], Router]]"
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 from .pool import ModelPool
 from .types import ModelSpec, SamplingParams
 
-__all__ = ["default_pool", "DEFAULT_SMALL", "DEFAULT_LARGE"]
-
 DEFAULT_SMALL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_LARGE = "qwen2.5-coder-1.5b-instruct"
 

@@ -6,29 +6,6 @@ one base class. Messages say what is wrong *and* what to do about it.
 
 from __future__ import annotations
 
-__all__ = [
-    "RoroError",
-    "ConfigError",
-    "PoolFileError",
-    "UnknownModelError",
-    "MissingAPIKeyError",
-    "UnpricedModelError",
-    "BudgetError",
-    "ModelCallError",
-    "TransientModelError",
-    "PermanentModelError",
-    "ModelUnavailableError",
-    "RouterError",
-    "LogprobsUnavailableError",
-    "DatasetError",
-    "OutputValidationError",
-    "TrainingConfigError",
-    "RunExistsError",
-    "UnsafeWeightsError",
-    "ProcessScoringError",
-    "MissingExtraError",
-]
-
 
 class RoroError(Exception):
     """Base class of every error raised by roro-sdk."""

@@ -33,33 +33,6 @@ from torch import Tensor
 
 from .errors import ConfigError, ModelUnavailableError, UnsafeWeightsError
 
-__all__ = [
-    "SPECIAL_TOKENS",
-    "BASE_WORDS",
-    "word_tokenizer",
-    "tiny_causal_lm",
-    "tiny_model_and_tokenizer",
-    "load_causal_lm",
-    "save_model",
-    "add_lora",
-    "save_adapter",
-    "load_adapter",
-    "require_safetensors",
-    "has_adapter",
-    "unwrap_adapter",
-    "decoder_of",
-    "cache_kwarg",
-    "single_token_ids",
-    "yes_no_token_ids",
-    "encode_batch",
-    "decoder_states",
-    "token_logits",
-    "token_logits_from_states",
-    "full_logits_at",
-    "prefix_suffix_states",
-    "set_seed",
-]
-
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
 # Words every on-the-fly vocabulary holds: answers, digits, punctuation, the templates' own words.
 BASE_WORDS = (

@@ -43,23 +43,6 @@ from .types import ModelSpec, Query, Trajectory, Usage
 if TYPE_CHECKING:  # pragma: no cover
     from .pool import Generation, ModelPool
 
-__all__ = [
-    "ScoreSource",
-    "CriterionVerdict",
-    "JudgeResult",
-    "JudgeItem",
-    "render_trajectory",
-    "render_trajectory_pieces",
-    "render_criteria_data",
-    "JUDGE_INSTRUCTION",
-    "Judge",
-    "FunctionJudge",
-    "LiteLLMJudge",
-    "LocalJudge",
-    "judge_from_config",
-    "load_trained_run",
-]
-
 ScoreSource = Literal["logits", "logprobs", "verdict", "function"]
 JudgeItem = tuple["Query | str | None", Rubric, Trajectory]
 

@@ -37,28 +37,6 @@ from .errors import DatasetError, ProcessScoringError
 from .structured import spent_of, usage_delta
 from .types import Trajectory, Usage
 
-__all__ = [
-    "PairKind",
-    "PAIR_KINDS",
-    "PreferencePair",
-    "PairConfig",
-    "KindStats",
-    "PairStats",
-    "PairSet",
-    "StepLabel",
-    "StepVerifier",
-    "record_step_verifier",
-    "model_ranking",
-    "routing_process_score",
-    "judge_process_scores",
-    "judge_process_report",
-    "ProcessScoringStats",
-    "build_pairs",
-    "write_pairs",
-    "read_pairs",
-    "pair_id",
-]
-
 PairKind = Literal["outcome", "cost", "process"]
 PAIR_KINDS: tuple[PairKind, ...] = ("outcome", "cost", "process")
 

@@ -61,9 +61,6 @@ from .types import CallRecord, ModelSpec, Usage
 BeforeCall = Callable[[str, list, int], None]  # (model name, messages, max_tokens); raises to refuse
 OnPaid = Callable[["Generation"], None]
 
-__all__ = ["ModelPool", "Generation", "RetryPolicy", "cut_at_delimiter", "redact_secrets", "litellm_price",
-           "INPUT_TOKEN_MARGIN", "TEMPLATE_TOKENS_PER_MESSAGE"]
-
 # Custom LiteLLM providers that roro-sdk registers on first use (module, function).
 _PROVIDER_HOOKS = {
     "roro_local": ("roro_sdk.local", "register_local_provider"),

@@ -18,8 +18,6 @@ from pydantic import ConfigDict, Field, field_validator
 
 from .types import ConfigModel
 
-__all__ = ["PromptTemplate", "STEP_DELIMITER"]
-
 STEP_DELIMITER = "\n\n"
 
 _SYSTEM = (

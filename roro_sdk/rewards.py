@@ -21,8 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .types import Trajectory
 
-__all__ = ["RewardWeights", "RewardParts", "group_rewards"]
-
 
 class RewardWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -53,26 +53,6 @@ from .types import ModelSpec, Query, Usage
 if TYPE_CHECKING:  # pragma: no cover
     from .pool import ModelPool
 
-__all__ = [
-    "CriterionKind",
-    "Criterion",
-    "Rubric",
-    "DEFAULT_CRITERIA",
-    "parse_rubric_text",
-    "extract_json_object",
-    "ask_structured",
-    "Rubricor",
-    "StaticRubricor",
-    "FunctionRubricor",
-    "LiteLLMRubricor",
-    "LocalRubricor",
-    "SampledRubric",
-    "rubricor_from_config",
-    "as_model_pool",
-    "spent_of",
-    "usage_delta",
-]
-
 CriterionKind = Literal["hard_rule", "principle"]
 T = TypeVar("T")
 

@@ -28,8 +28,6 @@ from .routers.base import BudgetExhausted, Decision, Router, RoutingState
 from .trajectories import TrajectoryAppender
 from .types import Query, Step, StopReason, Trajectory
 
-__all__ = ["StepwiseRuntime", "as_query"]
-
 Checker = Callable[[str | None, Query], "bool | None"]
 
 

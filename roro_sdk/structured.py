@@ -24,21 +24,6 @@ from .types import ModelSpec, Usage
 if TYPE_CHECKING:  # pragma: no cover
     from .pool import Generation, ModelPool
 
-__all__ = [
-    "MAX_JSON_DEPTH",
-    "MAX_JSON_CHARS",
-    "REASK",
-    "extract_json_object",
-    "short_error",
-    "ask_structured",
-    "field_of",
-    "reply_tokens",
-    "json_bool_probabilities",
-    "as_model_pool",
-    "spent_of",
-    "usage_delta",
-]
-
 T = TypeVar("T")
 
 # A reply is bounded before it is parsed: json.loads recurses once per nesting level, so a reply

@@ -28,9 +28,6 @@ from .answers import extract_answer
 from .errors import DatasetError
 from .types import Query
 
-__all__ = ["load_dataset", "load_jsonl", "sample_queries", "reasoning_gym_queries", "query_from_record", "check_limit",
-           "is_file_spec", "is_sim_spec", "DEFAULT_GENERATED"]
-
 DEFAULT_GENERATED = 20
 _FILE_SUFFIXES = (".jsonl", ".json")
 

@@ -20,9 +20,6 @@ from ._files import output_file, read_text_file
 from .errors import DatasetError
 from .types import Trajectory
 
-__all__ = ["write_trajectories", "read_trajectories", "iter_trajectories", "TrajectoryAppender",
-           "repair_torn_tail", "is_complete_line"]
-
 
 def write_trajectories(path: str | Path, trajectories: Iterable[Trajectory], *, append: bool = True) -> int:
     p = output_file(path, what="trajectory file", error=DatasetError)

@@ -12,8 +12,6 @@ from typing import Any
 
 from .types import Trajectory
 
-__all__ = ["render_trajectory", "render_trajectory_pieces"]
-
 
 def _fmt_cost(c: float) -> str:
     return f"${c:.2g}" if c else "$0"

@@ -15,18 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-__all__ = [
-    "GenerationMode",
-    "StopReason",
-    "SamplingParams",
-    "ModelSpec",
-    "Usage",
-    "CallRecord",
-    "Step",
-    "Query",
-    "Trajectory",
-]
-
 GenerationMode = Literal["prefix", "chat"]
 StopReason = Literal["answer", "max_steps", "token_budget", "cost_budget", "repeat", "error", "empty"]
 

@@ -144,10 +144,12 @@ def test_rubricor_phase_raises_its_mean_reward_over_seeds(data, tmp_path):
 
 def test_sim_bench_helpers_keep_their_old_import_path():
     """Issue 17: the demo data, tiny models and labelers live in roro_sdk.train.sim_bench, apart
-    from the AlternatingTrainer; roro_sdk.train.judge_training still exports them."""
+    from the AlternatingTrainer; roro_sdk.train.judge_training still exports them, and so does the
+    training face (roro_sdk.train)."""
+    import roro_sdk.train
     from roro_sdk.train import judge_training, sim_bench
 
     for name in ("SIM_DEMO_DISTRACTORS", "sim_demo_library", "sim_demo_labeler", "sim_preference_data",
                  "tiny_judge_and_rubricor", "record_criterion_labeler", "tokenizer_corpus"):
         assert getattr(judge_training, name) is getattr(sim_bench, name), name
-        assert name in judge_training.__all__
+        assert name in roro_sdk.train.__all__, name

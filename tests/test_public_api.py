@@ -15,11 +15,48 @@ EXPECTED = {
     "RunExistsError", "UnsafeWeightsError", "ProcessScoringError", "MissingExtraError",
     "Criterion", "Rubric", "Rubricor", "StaticRubricor", "FunctionRubricor", "LiteLLMRubricor", "LocalRubricor",
     "rubricor_from_config", "Judge", "JudgeResult", "FunctionJudge", "LiteLLMJudge", "LocalJudge", "judge_from_config",
-    "PreferencePair", "PairConfig", "PairSet",
+    "PreferencePair", "PairConfig", "PairSet", "build_pairs", "read_pairs", "write_pairs",
     "RewardWeights", "GRPOConfig", "load_grpo_config", "evaluate", "aevaluate", "summarize", "RouterSummary", "GenerationCache",
 }
 # public too, but they need torch: imported on first use and kept out of __all__ (star imports work without torch)
 LAZY = {"PolicyRouter", "PolicyTemplate", "train_router", "evaluate_router"}
+
+# The documented subpackages, each a face with a locked __all__ (docs/concepts.md, "The public faces").
+# Every other module is implementation: no __all__, and the docs and examples never import from it.
+FACES = {
+    "roro_sdk.testing": {"FakeModel", "FakeOpenAIServer", "ScriptedRouter", "count_prefix_steps"},
+    "roro_sdk.sim": {
+        "SimConfig", "SimModel", "parse_sim_spec", "SimTask", "sim_queries", "task_of", "is_hard_step", "sim_pool",
+        "register_sim_provider", "sim_complete", "optimal_routing", "brute_force_routing", "routing_cost",
+        "routing_p_correct", "routing_objective", "realized_correct", "oracle_routing", "routing_regret",
+        "grade_routing", "SimOptimalRouter", "SimOracleRouter",
+    },
+    "roro_sdk.local": {
+        "PROVIDER", "REGISTRY", "STEP_DELIMITER", "AsyncBatcher", "GenerationRequest", "GenerationResult", "LocalEngine",
+        "LocalModelEntry", "LocalModelInfo", "LocalProviderError", "LocalSettings", "RoroLocalLLM", "StopMatch",
+        "clear_local_engines", "configure_local", "default_cache_dir", "ensure_local_model", "find_stop",
+        "get_local_engine", "get_local_entry", "list_local_models", "pip_install_command", "register_local_model",
+        "register_local_provider", "verify_local_model",
+    },
+    "roro_sdk.eval": {
+        "RouterSummary", "summarize", "evaluate", "aevaluate", "Sweep", "parse_values", "write_report", "rebuild_report",
+        "bootstrap_ci", "auc", "apgr", "cpt", "trade_off", "TradeOff", "anchored_curve", "pareto_frontier",
+        "oracle_curve", "EvalResults", "RunResult", "QueryRecord", "CurvePoint", "CurveResult", "OracleResult", "Analysis",
+    },
+    "roro_sdk.train": {
+        "collect", "acollect", "CollectResult", "trajectory_id", "PreferencePair", "PairConfig", "PairSet", "PairStats",
+        "build_pairs", "read_pairs", "write_pairs", "record_step_verifier", "routing_process_score",
+        "judge_process_scores", "judge_process_report", "ProcessScoringStats",
+        "DEFAULT_CRITERIA", "parse_rubric_text", "render_trajectory", "AlternatingTrainer", "JudgeTrainingConfig",
+        "load_trained", "pairwise_accuracy", "record_criterion_labeler",
+        "GRPOConfig", "PolicyConfig", "RewardWeights", "load_grpo_config", "pool_and_queries",
+        "sim_preference_data", "sim_demo_library", "sim_demo_labeler", "SIM_DEMO_DISTRACTORS", "tiny_judge_and_rubricor",
+        "tokenizer_corpus", "sim_rule_judge", "sim_escalation_shares",
+    },
+}
+# Public names of a face that need torch: imported on first use, kept out of its __all__ (as the root's LAZY).
+FACE_LAZY = {"roro_sdk.train": {"train_router", "evaluate_router", "GRPOResult", "build_policy"}}
+FACE_FILES = {"__init__.py", "testing.py", "sim/__init__.py", "local/__init__.py", "eval/__init__.py", "train/__init__.py"}
 
 
 def test_all_is_locked():
@@ -130,3 +167,86 @@ def test_moved_names_still_import_with_a_deprecation_warning():
 
             assert getattr(rewards, name) is getattr(grpo, name)
         assert any(issubclass(w.category, DeprecationWarning) and "moved" in str(w.message) for w in caught)
+
+
+def _defines_all(tree) -> bool:
+    import ast
+
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            return True
+    return False
+
+
+def test_only_the_faces_define_all():
+    # An implementation module's __all__ is noise that reads like API; what is API is a face's.
+    import ast
+    from pathlib import Path
+
+    pkg = Path(roro_sdk.__file__).parent
+    with_all = {p.relative_to(pkg).as_posix() for p in pkg.rglob("*.py") if _defines_all(ast.parse(p.read_text()))}
+    assert with_all == FACE_FILES, f"__all__ outside the faces: {sorted(with_all - FACE_FILES)}"
+
+
+def test_each_face_is_locked_and_its_names_resolve():
+    # Adding to a face is a decision, as for the root: update FACES (and docs/concepts.md) deliberately.
+    import importlib
+    import importlib.util
+
+    extras = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+    for face, expected in FACES.items():
+        module = importlib.import_module(face)
+        assert len(module.__all__) == len(set(module.__all__)), face
+        assert set(module.__all__) == expected, face
+        for name in sorted(expected):
+            # a name the face does not hold yet is imported on first use, which needs the extras
+            assert name in vars(module) or not extras or hasattr(module, name), f"{face}.{name}"
+    train = importlib.import_module("roro_sdk.train")
+    assert set(train._LAZY) == FACE_LAZY["roro_sdk.train"] and not set(train._LAZY) & set(train.__all__)
+    assert FACE_LAZY["roro_sdk.train"] <= set(dir(train))
+
+
+def test_faces_import_without_torch():
+    for face in FACES:
+        code = f"import sys; import {face}; print('torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        assert out == ["False"], f"import {face} imports torch"
+    # the training face's star import works on the core install too (its torch names are lazy)
+    code = "import sys; sys.modules['torch'] = None\nfrom roro_sdk.train import *\nprint(collect.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["collect"]
+
+
+def test_training_face_loads_its_torch_names_on_first_use():
+    import pytest
+
+    pytest.importorskip("torch")
+    import roro_sdk.train
+    from roro_sdk.train import grpo
+
+    for name in FACE_LAZY["roro_sdk.train"]:
+        assert getattr(roro_sdk.train, name) is getattr(grpo, name), name
+    assert roro_sdk.train_router is roro_sdk.train.train_router
+    with pytest.raises(AttributeError, match="roro_sdk.train' has no attribute 'nope'"):
+        roro_sdk.train.nope  # noqa: B018
+
+
+def test_docs_and_examples_import_only_from_faces():
+    # Users copy what the docs show: an import from an implementation module would make it API.
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = {"roro_sdk", *FACES}
+    files = [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "examples").glob("*.py"))]
+    pattern = re.compile(r"^[ \t]*(?:from\s+(roro_sdk(?:\.\w+)*)\s+import\b|import\s+(roro_sdk(?:\.\w+)*))", re.M)
+    bad = []
+    for path in files:
+        for m in pattern.finditer(path.read_text()):
+            module = m.group(1) or m.group(2)
+            if module not in allowed:
+                line = path.read_text().count("\n", 0, m.start()) + 1
+                bad.append(f"{path.relative_to(root)}:{line}: {module}")
+    assert len(files) > 10 and not bad, "imports from implementation modules (import from a face instead):\n" + "\n".join(bad)

@@ -14,6 +14,8 @@ from .report import rebuild_report, render_markdown, write_report
 from .results import SCHEMA, Analysis, CurvePoint, CurveResult, EvalResults, OracleResult, QueryRecord, RunResult
 from .summary import RouterSummary, summarize
 
+# The API. analyze, run_result, render_markdown and SCHEMA are the harness's own parts: still
+# importable from here (their old path), not API.
 __all__ = [
     "RouterSummary",
     "summarize",
@@ -21,11 +23,8 @@ __all__ = [
     "aevaluate",
     "Sweep",
     "parse_values",
-    "run_result",
-    "analyze",
     "write_report",
     "rebuild_report",
-    "render_markdown",
     "bootstrap_ci",
     "auc",
     "apgr",
@@ -35,7 +34,6 @@ __all__ = [
     "anchored_curve",
     "pareto_frontier",
     "oracle_curve",
-    "SCHEMA",
     "EvalResults",
     "RunResult",
     "QueryRecord",

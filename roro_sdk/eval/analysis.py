@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from .metrics import oracle_curve, pareto_frontier, trade_off
 from .results import Analysis, CurvePoint, CurveResult, OracleResult, RunResult
 
-__all__ = ["analyze", "SMALL", "LARGE"]
-
 SMALL, LARGE = "all-small", "all-large"
 
 

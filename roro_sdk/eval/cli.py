@@ -9,8 +9,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_eval_arguments", "add_subcommands", "pool_for", "attach_cache", "wants_report", "run_eval_report"]
-
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """The evaluation options of ``roro eval`` (on top of the runtime ones)."""

@@ -34,8 +34,6 @@ from .metrics import bootstrap_ci
 from .results import EvalResults, QueryRecord, RunResult
 from .summary import summarize
 
-__all__ = ["Sweep", "evaluate", "aevaluate", "run_result", "parse_values"]
-
 def parse_values(text: str) -> list[float]:
     """Knob values: ``0.5,0.7,0.9`` or ``0.5..0.9/5`` (5 evenly spaced values, ends included)."""
     text = text.strip()

@@ -32,18 +32,6 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = [
-    "bootstrap_ci",
-    "auc",
-    "apgr",
-    "cpt",
-    "trade_off",
-    "TradeOff",
-    "pareto_frontier",
-    "anchored_curve",
-    "oracle_curve",
-]
-
 Point = tuple[float, float]
 
 

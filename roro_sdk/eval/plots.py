@@ -17,8 +17,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from .results import CurvePoint, EvalResults, RunResult
 
-__all__ = ["plot_tradeoff"]
-
 
 def _mpl():
     try:

@@ -13,8 +13,6 @@ from .._files import output_dir
 from .analysis import analyze
 from .results import CurveResult, EvalResults
 
-__all__ = ["write_report", "rebuild_report", "render_markdown", "accuracy_text", "cost_text"]
-
 RESULTS, MARKDOWN, FIGURE = "results.json", "report.md", "tradeoff.png"
 
 

@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .._files import read_text_file
 from ..errors import DatasetError
 
-__all__ = ["SCHEMA", "QueryRecord", "RunResult", "CurvePoint", "CurveResult", "OracleResult", "Analysis", "EvalResults"]
-
 SCHEMA = "roro-eval/1"
 Role = Literal["router", "sweep", "random", "reference"]
 

@@ -8,8 +8,6 @@ from pydantic import BaseModel, ConfigDict
 
 from ..types import Trajectory
 
-__all__ = ["RouterSummary", "summarize"]
-
 
 class RouterSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")

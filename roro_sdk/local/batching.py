@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 
 from roro_sdk.local.engine import GenerationRequest, GenerationResult, LocalEngine
 
-__all__ = ["AsyncBatcher"]
-
 
 @dataclass
 class _LoopState:

@@ -27,8 +27,6 @@ from roro_sdk.hf import cache_kwarg
 from roro_sdk.local.prompting import render_prompt
 from roro_sdk.local.stops import find_stop
 
-__all__ = ["GenerationRequest", "GenerationResult", "LocalEngine", "resolve_dtype"]
-
 # End-of-turn markers that should end generation when the tokenizer has them as special tokens.
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "</s>")
 

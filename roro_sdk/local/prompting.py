@@ -29,8 +29,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["normalise_messages", "render_plain", "render_prompt"]
-
 
 def _text_of(content: Any) -> str:
     """Message content as text: strings as is, OpenAI content parts joined, ``None`` as ``""``."""

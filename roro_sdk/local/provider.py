@@ -35,18 +35,6 @@ from roro_sdk.local.batching import AsyncBatcher
 from roro_sdk.local.engine import GenerationRequest, GenerationResult, LocalEngine
 from roro_sdk.local.registry import REGISTRY, ensure_local_model
 
-__all__ = [
-    "PROVIDER",
-    "LocalProviderError",
-    "LocalSettings",
-    "RoroLocalLLM",
-    "clear_local_engines",
-    "configure_local",
-    "get_local_engine",
-    "register_local_model",
-    "register_local_provider",
-]
-
 PROVIDER = "roro_local"
 Loader = Callable[[], "tuple[Any, Any]"]  # () -> (model, tokenizer)
 

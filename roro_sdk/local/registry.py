@@ -30,18 +30,6 @@ from pathlib import Path
 from roro_sdk._extras import require
 from roro_sdk.errors import MissingExtraError, ModelUnavailableError, UnknownModelError
 
-__all__ = [
-    "LocalModelEntry",
-    "LocalModelInfo",
-    "REGISTRY",
-    "default_cache_dir",
-    "ensure_local_model",
-    "get_local_entry",
-    "list_local_models",
-    "pip_install_command",
-    "verify_local_model",
-]
-
 #: Written last into a converted model folder; its presence means "conversion complete".
 MARKER = "roro_model.json"
 

@@ -21,8 +21,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["STEP_DELIMITER", "StopMatch", "find_stop"]
-
 STEP_DELIMITER = "\n\n"
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _NON_SPACE = re.compile(r"\S")

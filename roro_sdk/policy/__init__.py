@@ -23,18 +23,6 @@ from roro_sdk.policy.scoring import (
 _LAZY = {"FusedLoRALinear", "FusedLoRARouter"}
 _MOVED_TO_GRPO = {"GRPOLoss", "grpo_policy_loss"}
 
-__all__ = [
-    "ActionLogits",
-    "FusedLoRALinear",
-    "FusedLoRARouter",
-    "action_log_probs",
-    "action_logits",
-    "action_logits_per_decision",
-    "chosen_log_probs",
-    "decoder_hidden_states",
-    "pad_decision_positions",
-]
-
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:

@@ -54,8 +54,6 @@ from torch import Tensor, nn
 
 from .lora_ops import lora_linear, rms_norm, swiglu, swiglu_down
 
-__all__ = ["FusedLoRALinear", "FusedLoRARouter"]
-
 
 # ----------------------------------------------------------------------------- modules
 def _base(mod: nn.Module) -> nn.Module:

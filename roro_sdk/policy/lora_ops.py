@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["lora_linear", "swiglu", "swiglu_down", "rms_norm"]
-
 
 # ----------------------------------------------------------------------------- GEMM helpers
 # ``w`` is either the frozen weight (``stored=False``: the concatenated weights are built per call)

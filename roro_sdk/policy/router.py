@@ -35,8 +35,6 @@ from ..types import Query, Step, Trajectory
 from ..hf import cache_kwarg
 from .scoring import action_head_rows, decoder_of
 
-__all__ = ["PolicyTemplate", "PolicyRouter", "EncodedTrajectory"]
-
 LABELS = "ABCDEFGHIJKLMNOP"
 
 

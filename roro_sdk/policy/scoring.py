@@ -35,18 +35,6 @@ from torch import Tensor
 
 from ..hf import decoder_of, unwrap_adapter
 
-__all__ = [
-    "ActionLogits",
-    "action_logits",
-    "action_logits_per_decision",
-    "action_log_probs",
-    "chosen_log_probs",
-    "pad_decision_positions",
-    "decoder_hidden_states",
-    "decoder_of",
-    "action_head_rows",
-]
-
 
 class ActionLogits(NamedTuple):
     """Action logits in the padded per-trajectory layout.

@@ -9,23 +9,6 @@ from .base import BudgetExhausted, Decision, Router, RoutingState
 from .drafting import ConfidenceRouter, SpecReasonRouter, TrimRouter
 from .simple import BudgetGuard, FixedRouter, QueryLevelRouter, RandomRouter, length_difficulty
 
-__all__ = [
-    "Router",
-    "Decision",
-    "RoutingState",
-    "BudgetExhausted",
-    "FixedRouter",
-    "RandomRouter",
-    "QueryLevelRouter",
-    "BudgetGuard",
-    "ConfidenceRouter",
-    "SpecReasonRouter",
-    "TrimRouter",
-    "length_difficulty",
-    "make_router",
-    "ROUTER_SPECS",
-]
-
 ROUTER_SPECS = {
     "all-small": "every step to the cheapest model",
     "all-large": "every step to the most expensive model",

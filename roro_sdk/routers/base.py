@@ -18,8 +18,6 @@ from ..errors import RoroError, RouterError
 from ..pool import Generation, ModelPool
 from ..types import Query, Step, Usage
 
-__all__ = ["Router", "Decision", "RoutingState", "BudgetExhausted"]
-
 
 class BudgetExhausted(RoroError):
     """The next call could overshoot a budget, so the run stops here (the runtime turns it into

@@ -14,8 +14,6 @@ from ..errors import LogprobsUnavailableError, RouterError
 from ..pool import Generation, ModelPool
 from .base import Decision, Router, RoutingState
 
-__all__ = ["ConfidenceRouter", "SpecReasonRouter", "TrimRouter", "draft_confidence", "draft_min_probability"]
-
 
 def _need_logprobs(gen: Generation, who: str) -> list[float]:
     if not gen.token_logprobs:

@@ -11,8 +11,6 @@ from ..errors import RouterError
 from ..pool import ModelPool
 from .base import BudgetExhausted, Decision, Router, RoutingState, one_hot
 
-__all__ = ["FixedRouter", "RandomRouter", "QueryLevelRouter", "BudgetGuard", "length_difficulty"]
-
 
 class FixedRouter(Router):
     """Every step to one model. ``FixedRouter()`` with no model means the pool's cheapest ("all-small");

@@ -16,8 +16,6 @@ from pydantic import ConfigDict, Field, model_validator
 from ..errors import ConfigError
 from ..types import ConfigModel
 
-__all__ = ["SimModel", "SimConfig", "SIM_PRESETS", "parse_sim_spec"]
-
 
 class _Model(ConfigModel):
     # bad values raise ConfigError naming the field (ConfigModel), not pydantic's ValidationError

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from .config import SimConfig
 from .tasks import SimTask, coin, next_hint, step_hint  # noqa: F401  (re-exported: they were defined here)
 
-__all__ = ["RECORD_RE", "StepOutcome", "coin", "step_outcome", "pending_after", "read_records", "write_step", "verdict_digit", "next_hint", "step_hint"]
-
 RECORD_RE = re.compile(r"Step (\d+) \[(easy|hard)\]: (ok|mistake|recovered|carried)\b")
 _PENDING = {"ok": False, "recovered": False, "mistake": True, "carried": True}
 

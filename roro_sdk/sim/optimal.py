@@ -25,18 +25,6 @@ from .config import SimConfig
 from .engine import step_outcome
 from .tasks import SimTask, task_of
 
-__all__ = [
-    "routing_cost",
-    "routing_p_correct",
-    "routing_objective",
-    "optimal_routing",
-    "brute_force_routing",
-    "realized_correct",
-    "oracle_routing",
-    "routing_regret",
-    "grade_routing",
-]
-
 _TIE = 1e-12
 
 

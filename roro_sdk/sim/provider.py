@@ -21,8 +21,6 @@ from .config import SimConfig
 from .engine import logprob, pending_after, read_records, verdict_digit, write_step
 from .tasks import HEADER_RE, SimTask
 
-__all__ = ["PROVIDER", "register_sim_provider", "register_sim_config", "sim_pool", "sim_complete", "SimRequestError"]
-
 PROVIDER = "roro_sim"
 _DEFAULT_KEY = "default"
 _configs: dict[str, SimConfig] = {_DEFAULT_KEY: SimConfig()}

@@ -13,8 +13,6 @@ from .config import SimConfig
 from .optimal import optimal_routing, oracle_routing
 from .tasks import task_of
 
-__all__ = ["SimOptimalRouter", "SimOracleRouter"]
-
 
 class _Planned(Router):
     def __init__(self, config: SimConfig, name: str):

@@ -19,8 +19,6 @@ from ..errors import DatasetError
 from ..types import Query, Trajectory
 from .config import SimConfig, parse_sim_spec
 
-__all__ = ["SimTask", "sim_queries", "task_of", "is_hard_step", "task_answer", "HEADER_RE"]
-
 HEADER_RE = re.compile(r"\[sim task ([^\]\s]+)\] steps: ([EH](?: [EH])*)")
 _INSTRUCTION = (
     "This is a synthetic routing task (roro-sdk sim bench, not a real problem). "

@@ -12,8 +12,6 @@ from typing import Any
 from .._cli_common import choose_pool as _pool
 from .._cli_common import print_table as _table
 
-__all__ = ["add_commands"]
-
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from ..collect import acollect

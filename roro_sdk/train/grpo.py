@@ -51,10 +51,6 @@ from .grpo_config import GRPOConfig, config_judge, pool_and_queries
 from .outdir import fsync_dir, fsync_tree, prepare_run_folder, rewrite_jsonl
 from .sim_bench import sim_escalation_shares, sim_rule_judge  # noqa: F401  (sim_rule_judge: its old path)
 
-__all__ = ["train_router", "evaluate_router", "build_policy", "GRPOResult", "save_checkpoint", "load_checkpoint",
-           "find_checkpoint", "pool_and_queries", "group_advantages", "step_advantages", "decision_advantages",
-           "GRPOLoss", "grpo_policy_loss", "sim_rule_judge"]
-
 # Words the tiny router's on-the-fly vocabulary needs besides the queries' own words.
 _TINY_VOCAB = ("route each step to a model . models : = , question cost so far budget left e-01 e-02 e-03 e-04 e-05 e-06 "
                "e-07 e+00 step [ ] ]: hard easy ok mistake recovered carried answer next first " + " ".join(map(str, range(100)))

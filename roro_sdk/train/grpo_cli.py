@@ -6,8 +6,6 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["add_commands", "parse_set_overrides"]
-
 
 def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as overrides: the value is read as JSON (``0``, ``1e-4``, ``true``,

@@ -15,8 +15,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..pool import ModelPool
     from ..types import Query
 
-__all__ = ["PolicyConfig", "GRPOConfig", "load_grpo_config", "apply_overrides", "pool_and_queries", "config_judge"]
-
 
 class PolicyConfig(BaseModel):
     """The router model: ``base="tiny"`` builds a small random model (tests, the sim bench);

@@ -55,22 +55,6 @@ from .sim_bench import (  # noqa: F401
     tokenizer_corpus,
 )
 
-__all__ = [
-    "JudgeTrainingConfig",
-    "SIM_DEMO_DISTRACTORS",
-    "sim_demo_library",
-    "sim_demo_labeler",
-    "sim_preference_data",
-    "tiny_judge_and_rubricor",
-    "AlternatingTrainer",
-    "pairwise_accuracy",
-    "CriterionLabeler",
-    "record_criterion_labeler",
-    "tokenizer_corpus",
-    "write_run_models",
-    "load_trained",
-]
-
 CriterionLabeler = Callable[[Criterion, Trajectory], "float | None"]
 
 

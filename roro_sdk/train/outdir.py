@@ -16,8 +16,6 @@ from typing import Any
 
 from ..errors import RunExistsError, TrainingConfigError
 
-__all__ = ["check_output_folder", "remove_run_files", "prepare_run_folder", "rewrite_jsonl", "fsync_tree", "fsync_dir"]
-
 
 def _entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []

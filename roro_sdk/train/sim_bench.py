@@ -24,18 +24,6 @@ from ..rubric import DEFAULT_CRITERIA, LOCAL_RUBRICOR_INSTRUCTION, Criterion, Lo
 from ..trajectory_text import render_trajectory
 from ..types import Trajectory
 
-__all__ = [
-    "SIM_DEMO_DISTRACTORS",
-    "sim_demo_library",
-    "sim_demo_labeler",
-    "sim_preference_data",
-    "tiny_judge_and_rubricor",
-    "record_criterion_labeler",
-    "tokenizer_corpus",
-    "sim_rule_judge",
-    "sim_escalation_shares",
-]
-
 
 def record_criterion_labeler(criterion: Criterion, traj: Trajectory) -> float | None:
     """Labels for a few library criteria from step records (``Step 3 [hard]: mistake``, as the sim
