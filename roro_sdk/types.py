@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,35 +46,35 @@ def _config_error(model: str, e: ValidationError) -> ConfigError:
     return ConfigError("; ".join(lines))
 
 
+@contextmanager
+def _config_errors(model: str) -> Iterator[None]:
+    try:
+        yield
+    except ValidationError as e:
+        raise _config_error(model, e) from e
+
+
 class ConfigModel(_Model):
     """A configuration model: bad values raise :class:`ConfigError` naming the field, not pydantic's
     ``ValidationError`` (construction, ``model_validate``, ``model_validate_json`` and assignment)."""
 
     def __init__(self, **data: Any) -> None:
-        try:
+        with _config_errors(type(self).__name__):
             super().__init__(**data)
-        except ValidationError as e:
-            raise _config_error(type(self).__name__, e) from e
 
     @classmethod
     def model_validate(cls, obj: Any, **kw: Any):  # type: ignore[override]
-        try:
+        with _config_errors(cls.__name__):
             return super().model_validate(obj, **kw)
-        except ValidationError as e:
-            raise _config_error(cls.__name__, e) from e
 
     @classmethod
     def model_validate_json(cls, json_data: Any, **kw: Any):  # type: ignore[override]
-        try:
+        with _config_errors(cls.__name__):
             return super().model_validate_json(json_data, **kw)
-        except ValidationError as e:
-            raise _config_error(cls.__name__, e) from e
 
     def __setattr__(self, name: str, value: Any) -> None:
-        try:
+        with _config_errors(type(self).__name__):
             super().__setattr__(name, value)
-        except ValidationError as e:
-            raise _config_error(type(self).__name__, e) from e
 
 
 _ConfigModel = ConfigModel  # the name it had before it was shared with the other config models
