@@ -32,7 +32,6 @@ import asyncio
 import json
 import math
 import os
-import re
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +55,7 @@ from .errors import (
     UnpricedModelError,
 )
 from .prompts import PromptTemplate
+from .redaction import redact_exception_chain, redact_secrets
 from .types import CallRecord, ModelSpec, Usage
 
 BeforeCall = Callable[[str, list, int], None]  # (model name, messages, max_tokens); raises to refuse
@@ -72,11 +72,6 @@ TEMPLATE_TOKENS_PER_MESSAGE = 16
 # BPE tokenizers of the common model families split English prose within ~25% of each other, so a
 # count with a different tokenizer than the provider's is inflated by this share.
 INPUT_TOKEN_MARGIN = 0.25
-# Names of environment variables whose values are secrets (beyond each model's api_key_env).
-_SECRET_ENV_RE = re.compile(r"(_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
-# Shorter values (flags, "1", "true") are not secrets and would mangle every message.
-_MIN_SECRET_CHARS = 8
-_REDACTED = "[REDACTED]"
 
 
 @dataclass(frozen=True)
@@ -143,35 +138,6 @@ def cut_at_delimiter(text: str, delimiter: str = "\n\n") -> str:
     if idx > 0:
         stripped = stripped[:idx]
     return stripped.rstrip()
-
-
-def _secret_values(env_names: Iterable[str] = ()) -> list[str]:
-    names = set(env_names) | {k for k in os.environ if _SECRET_ENV_RE.search(k)}
-    values = {os.environ.get(n) or "" for n in names}
-    return sorted((v for v in values if len(v) >= _MIN_SECRET_CHARS), key=len, reverse=True)
-
-
-def redact_secrets(text: str, env_names: Iterable[str] = ()) -> str:
-    """``text`` with the value of every secret-holding environment variable replaced by ``[REDACTED]``:
-    those named in ``env_names`` and any ``*_KEY``/``*_TOKEN``/``*_SECRET``/``*PASSWORD`` variable."""
-    for value in _secret_values(env_names):
-        text = text.replace(value, _REDACTED)
-    return text
-
-
-def _redact_exception_chain(exc: BaseException, env_names: Iterable[str]) -> None:
-    """Redact the messages of ``exc`` and its causes in place, so a chained traceback leaks no key."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        try:
-            e.args = tuple(redact_secrets(a, env_names) if isinstance(a, str) else a for a in e.args)
-            if isinstance(getattr(e, "message", None), str):
-                e.message = redact_secrets(e.message, env_names)  # type: ignore[attr-defined]
-        except (AttributeError, TypeError):  # read-only attributes on some exception types
-            pass
-        e = e.__cause__ or e.__context__
 
 
 class _UnusableCompletion(Exception):
@@ -539,7 +505,7 @@ class ModelPool:
 
     def _call_error(self, spec: ModelSpec, e: Exception, attempts: int) -> ModelCallError:
         names = [s.api_key_env for s in self.specs if s.api_key_env]
-        _redact_exception_chain(e, names)
+        redact_exception_chain(e, names)
         detail = str(e)[:300] if isinstance(e, _UnusableCompletion) else f"{type(e).__name__}: {str(e)[:300]}"
         detail = redact_secrets(detail, names)
         status = _status_of(e)

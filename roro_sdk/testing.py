@@ -11,7 +11,6 @@ and benchmarks exercise LiteLLM's real HTTP path without a key or a network. It 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import threading
