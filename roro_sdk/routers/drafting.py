@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..errors import LogprobsUnavailableError, RouterError
 from ..pool import Generation, ModelPool
