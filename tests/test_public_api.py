@@ -250,3 +250,19 @@ def test_docs_and_examples_import_only_from_faces():
                 line = path.read_text().count("\n", 0, m.start()) + 1
                 bad.append(f"{path.relative_to(root)}:{line}: {module}")
     assert len(files) > 10 and not bad, "imports from implementation modules (import from a face instead):\n" + "\n".join(bad)
+
+
+def test_the_sdks_own_paths_import_litellm_offline():
+    # Without LITELLM_LOCAL_MODEL_COST_MAP in the environment, litellm fetches its price map from the
+    # network while it is imported. Every place roro-sdk imports it (the pool, the sim and local
+    # providers) must load the local map instead, whichever is first.
+    for first in ("import roro_sdk.local.provider",
+                  "from roro_sdk.sim import register_sim_provider; register_sim_provider()",
+                  "from roro_sdk.sim import sim_pool, sim_queries; from roro_sdk import StepwiseRuntime, FixedRouter; "
+                  "StepwiseRuntime(sim_pool(), FixedRouter()).run(sim_queries(n=1)[0])"):
+        code = (f"{first}\nfrom litellm.litellm_core_utils.get_model_cost_map import _cost_map_source_info as i\n"
+                "print(i.source)")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_clean_env(), timeout=180)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip().splitlines()[-1] == "local", (first, r.stdout, r.stderr[-2000:])
+        assert "remote model cost map" not in r.stderr, (first, r.stderr[-2000:])

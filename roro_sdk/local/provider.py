@@ -26,9 +26,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from litellm import CustomLLM
-from litellm.llms.custom_llm import CustomLLMError
-from litellm.types.utils import ChoiceLogprobs, Choices, Message, ModelResponse, Usage
+from .._env import import_litellm
+
+import_litellm()  # before the names below: litellm imported offline (no fetch of its price map)
+from litellm import CustomLLM  # noqa: E402
+from litellm.llms.custom_llm import CustomLLMError  # noqa: E402
+from litellm.types.utils import ChoiceLogprobs, Choices, Message, ModelResponse, Usage  # noqa: E402
 
 from roro_sdk.errors import ConfigError, ModelUnavailableError, UnknownModelError
 from roro_sdk.local.batching import AsyncBatcher

@@ -117,6 +117,9 @@ def sim_complete(model: str, messages: list[Any], params: dict[str, Any], api_ba
 
 
 def _make_handler():
+    from .._env import import_litellm
+
+    import_litellm()  # first, so litellm is imported offline (no fetch of its price map)
     from litellm import CustomLLM
     from litellm.llms.custom_llm import CustomLLMError
     from litellm.types.utils import ChoiceLogprobs, Choices, Message, Usage
