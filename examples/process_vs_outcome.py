@@ -6,7 +6,7 @@ whether or not it also writes the easy ones: *careful* routing (large exactly on
 outcome reward cannot tell them apart; the Judge's process reward can. This trains both routers
 with the same seeds and reports held-out accuracy, cost and where the large model was used.
 
-    python examples/process_vs_outcome.py [--seeds 0 1 2] [--updates 12] [--out docs/reports/process_vs_outcome.json]
+    python examples/process_vs_outcome.py [--seeds 0 1 2] [--updates 12] [--eval-queries 32] [--out docs/reports/process_vs_outcome.json]
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 from roro_sdk.train import load_grpo_config, train_router
 
 
-def run(kind: str, seed: int, updates: int, out: Path) -> dict:
+def run(kind: str, seed: int, updates: int, out: Path, eval_queries: int = 32) -> dict:
     process = kind == "process"
     cfg = load_grpo_config(
-        dataset="sim:careful,hint_accuracy=0.95", train_queries=32, eval_queries=32, updates=updates,
+        dataset="sim:careful,hint_accuracy=0.95", train_queries=32, eval_queries=eval_queries, updates=updates,
         queries_per_update=4, group_size=8, minibatch_size=16, lr=1e-2, seed=seed,
         rewards={"lambda_p": 0.5 if process else 0.0, "lambda_c": 0.0, "gate": True},
         judge="sim-rule" if process else "none", step_process_weight=1.0 if process else 0.0,
@@ -35,10 +35,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--updates", type=int, default=12)
+    ap.add_argument("--eval-queries", type=int, default=32, help="held-out sim tasks per run")
     ap.add_argument("--runs", default="runs/process_vs_outcome")
     ap.add_argument("--out", default="docs/reports/process_vs_outcome.json")
     a = ap.parse_args()
-    results = {kind: [run(kind, s, a.updates, Path(a.runs)) for s in a.seeds] for kind in ("process", "outcome-only")}
+    results = {kind: [run(kind, s, a.updates, Path(a.runs), a.eval_queries) for s in a.seeds] for kind in ("process", "outcome-only")}
     keys = ["accuracy", "mean_cost_usd", "large_step_share", "hard_steps_to_large", "easy_steps_to_large"]
     table = {kind: {k: (statistics.mean(r[k] for r in rs), statistics.pstdev(r[k] for r in rs)) for k in keys}
              for kind, rs in results.items()}

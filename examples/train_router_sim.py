@@ -1,13 +1,24 @@
 """Train a tiny LoRA router with GRPO on the sim bench, offline, then compare it with the baselines.
 
     python examples/train_router_sim.py          # ~1-3 minutes on 2 CPU cores
+    python examples/train_router_sim.py --updates 2 --eval-queries 8 --out /tmp/router   # a smoke run
 """
+
+import argparse
+from pathlib import Path
 
 from roro_sdk import FixedRouter, StepwiseRuntime
 from roro_sdk.eval import summarize
 from roro_sdk.train import load_grpo_config, pool_and_queries, train_router
 
-cfg = load_grpo_config("examples/configs/train_router_sim.yaml", out_dir="runs/example-router-sim", overwrite=True)
+ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ap.add_argument("--updates", type=int, default=None, help="default: the config file's")
+ap.add_argument("--eval-queries", type=int, default=None, help="default: the config file's")
+ap.add_argument("--out", default="runs/example-router-sim")
+a = ap.parse_args()
+overrides = {k: v for k, v in {"updates": a.updates, "eval_queries": a.eval_queries}.items() if v is not None}
+config_file = Path(__file__).resolve().parent / "configs" / "train_router_sim.yaml"  # from any working folder
+cfg = load_grpo_config(config_file, out_dir=a.out, overwrite=True, **overrides)
 result = train_router(cfg, log=lambda r: print(f"update {r['update']:2d} reward {r['reward']:.3f} accuracy {r['accuracy']:.2f} "
                                                  f"large share {r['large_share']:.2f} entropy {r['entropy']:.3f}"))
 pool, _, eval_qs = pool_and_queries(cfg)

@@ -1,7 +1,8 @@
-"""Examples and example configs keep working."""
+"""Examples and example configs keep working: every script in examples/ runs, with small settings."""
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,66 @@ from roro_sdk import ModelPool
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_EXAMPLES = ["offline_fake_server.py", "custom_router.py"]
+# Small settings so each runs in seconds; "{out}" is a temporary folder. The defaults are the
+# documented full runs.
+SMALL_ARGS = {
+    "offline_fake_server.py": [],
+    "custom_router.py": [],
+    "evaluate_routers.py": ["--limit", "6", "--out", "{out}"],
+    "sim_bench.py": ["--queries", "8", "--out", "{out}"],
+    "process_vs_outcome.py": ["--seeds", "0", "--updates", "1", "--eval-queries", "4", "--runs", "{out}/runs", "--out", "{out}/table.json"],
+    "train_judge_sim.py": ["--queries", "8", "--rounds", "1", "--out", "{out}"],
+    "train_router_sim.py": ["--updates", "1", "--eval-queries", "4", "--out", "{out}"],
+}
+# The real local models (minutes on a CPU): run with the local_models tests, skipped without them.
+LOCAL_EXAMPLES = {"local_pool.py": ["What is 2 + 3?"]}
+
+
+def _run(name: str, args: list[str], out: Path) -> subprocess.CompletedProcess:
+    argv = [a.replace("{out}", str(out)) for a in args]
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), *argv], capture_output=True, text=True,
+                          timeout=300, cwd=out)
+
+
+def test_every_example_is_run():
+    scripts = {p.name for p in (ROOT / "examples").glob("*.py")}
+    assert scripts == set(SMALL_ARGS) | set(LOCAL_EXAMPLES), "give each example small arguments here"
 
 
 @pytest.mark.parametrize("name", OFFLINE_EXAMPLES)
-def test_offline_examples_run(name):
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+def test_offline_examples_run(name, tmp_path):
+    r = _run(name, [], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip()
+
+
+@pytest.mark.parametrize("name", [n for n in SMALL_ARGS if n not in OFFLINE_EXAMPLES])
+def test_examples_run_with_small_settings(name, tmp_path, monkeypatch, capsys):
+    """In this process, as ``__main__``: a subprocess would re-import LiteLLM and torch for each
+    (~8 s apiece here); the two above run as real subprocesses, which checks a fresh start."""
+    import torch
+
+    threads = torch.get_num_threads()  # an example may set it for itself
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [name, *(a.replace("{out}", str(tmp_path)) for a in SMALL_ARGS[name])])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.local_models
+@pytest.mark.parametrize("name", sorted(LOCAL_EXAMPLES))
+def test_local_model_examples_run(name, tmp_path):
+    from roro_sdk.local import list_local_models
+
+    if not all(i.installed for i in list_local_models()):
+        pytest.skip("the local model packages are not installed (bash scripts/setup.sh)")
+    r = _run(name, LOCAL_EXAMPLES[name], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "answer:" in r.stdout
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples" / "configs").glob("*.yaml")), ids=lambda p: p.name)
