@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbclient  # the dev extra: a missing one fails loudly rather than skipping the notebooks
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -62,4 +61,4 @@ def test_notebook_is_stored_without_outputs(path):
     assert "parameters" in [t for c in nb.cells for t in c.metadata.get("tags", [])], "tag the parameters cell"
     for i, c in enumerate(nb.cells):
         if c.cell_type == "code":
-            assert not c.outputs and c.execution_count is None, f"cell {i} has outputs: clear them before committing"
+            assert not c.outputs and c.execution_count is None, f"cell {i} has outputs: python scripts/clear-notebooks.py {path.relative_to(ROOT)}"
