@@ -570,7 +570,7 @@ def _own_provider_prompt_tokens(spec: ModelSpec, messages: Sequence[dict[str, An
     handler offers ``count_prompt_tokens(name, messages, api_base)`` (``roro_local``: the model's
     tokenizer and chat template; ``roro_sim``: the bench's token accounting), so the pool needs no
     import of the providers above it."""
-    handler = ModelPool._ensure_provider(spec.model) if spec.model.split("/", 1)[0] in _PROVIDER_HOOKS else None
+    handler = ModelPool._ensure_provider(spec.model)  # None for a model of no roro provider
     counter = getattr(handler, "count_prompt_tokens", None)
     if counter is None:
         return None
