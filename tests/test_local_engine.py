@@ -100,6 +100,7 @@ class ScriptedLM(torch.nn.Module):
         self._width0 = 0
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=True, logits_to_keep=0):
+        # a plain module keeps no KV cache, so the engine runs it through its static path
         self.calls += 1
         if input_ids.shape[1] > 1:  # prefill
             self._width0 = attention_mask.shape[1]
@@ -237,7 +238,7 @@ def test_finished_rows_stop_growing_in_a_batch():
 
     model.calls = 0
     a, b, c = asyncio.run(go())
-    assert get_local_engine("scripted-batch").batch_sizes == [3]
+    assert list(get_local_engine("scripted-batch").batch_sizes) == [3]
     assert (_content(a), a.usage.completion_tokens) == ("ab", 4)
     assert (_content(b), b.usage.completion_tokens, b.choices[0].finish_reason) == ("a", 1, "length")
     assert (_content(c), c.usage.completion_tokens) == ("ab\n\ncdef", 8)

@@ -1,14 +1,21 @@
-"""One in-process Hugging Face causal LM and its batched decode loop.
+"""One in-process Hugging Face causal LM: prompts, sampling, per-row stop logic and logprobs.
 
 Why a hand-written loop instead of ``model.generate``: every row of a batch is a different
 request, so it needs its *own* temperature/top-p, seed (a ``torch.Generator`` per row, so seeded
 sampling is exact even in a batch), stop strings (the step delimiter is checked on decoded text
-after every token) and log-probabilities, and a finished row must stop growing at once. The loop
-is plain: left-padded prefill (logits of the last position only), then one token per step with a
-KV cache; rows that finish are dropped from the cache so the batch shrinks as steps end.
+after every token) and log-probabilities, and a finished row must stop growing at once.
 
-Thread safety: :meth:`LocalEngine.generate` holds a lock, so sync callers from several threads and
-the async batcher (which runs in the engine's single worker thread) never run two batches at once.
+Two ways to run requests share those semantics (:class:`RowState`):
+
+* :meth:`LocalEngine.generate` / :meth:`LocalEngine.submit` go through the engine's
+  :class:`~roro_sdk.local.scheduler.ContinuousBatcher`: prefix KV reuse and continuous batching
+  (requests join the running batch between tokens, finished rows leave at once).
+* :meth:`LocalEngine.generate_static` runs one left-padded batch from scratch, with no cache: the
+  reference the fast path is tested against, and the path for models whose KV cache cannot be
+  reused (sliding-window layers, custom modules).
+
+Thread safety: the engine lock is held for every forward pass, so sync callers from several
+threads, the async provider and the static path never run the model at the same time.
 """
 
 from __future__ import annotations
@@ -74,14 +81,61 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return value
 
 
-class LocalEngine:
-    """A loaded model + tokenizer with a thread-safe batched :meth:`generate`.
+@dataclass
+class EngineStats:
+    """Counters since the engine was built (the benchmark and the tests read them).
 
-    ``generate_calls`` and ``batch_sizes`` record how many batched runs happened and how big they
-    were (tests and the benchmark read them).
+    ``prefill_tokens`` are prompt tokens the model computed; ``reused_tokens`` are prompt tokens
+    whose KV came from the prefix cache; ``decode_rows`` sums the batch size over decode steps.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str = "local", default_max_tokens: int = 512):
+    requests: int = 0
+    prompt_tokens: int = 0
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    completion_tokens: int = 0
+    decode_steps: int = 0
+    decode_rows: int = 0
+
+
+@dataclass(eq=False)
+class RowState:
+    """One request while it is generated: what it has produced and why it stopped."""
+
+    request: GenerationRequest
+    prompt: list[int]
+    prefix_mode: bool
+    limit: int
+    generator: Any
+    context_id: int | None
+    future: concurrent.futures.Future | None = None
+    generated: list[int] = field(default_factory=list)
+    lp_raw: list[tuple[float, list[int], list[float]]] = field(default_factory=list)
+    text: str = ""
+    finish: str | None = None
+    peak_batch: int = 1
+    kv_len: int = 0  # KV columns computed for this row (prompt + fed tokens)
+
+
+class LocalEngine:
+    """A loaded model + tokenizer with a thread-safe :meth:`generate` (continuous batching with
+    prefix KV reuse, see :mod:`roro_sdk.local.scheduler`).
+
+    ``max_batch_size``: rows decoded together; ``window_s``: how long an idle engine waits for
+    more requests before it starts (so a wave of concurrent requests prefills before decoding);
+    ``prefix_cache_mb``: the bound on the prefix KV cache (0 turns it off); ``batching``:
+    ``"continuous"`` (the default) or ``"static"`` (waves of up to ``max_batch_size`` requests run
+    from scratch until their longest row ends, no prefix reuse: the engine before continuous
+    batching, kept as the reference for tests and benchmarks).
+    ``generate_calls`` counts busy periods (idle -> busy -> idle) and ``batch_sizes`` holds the
+    largest batch of each (the last 1000); ``stats`` has token counters.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "local", default_max_tokens: int = 512,
+                 max_batch_size: int = 8, window_s: float = 0.005, prefix_cache_mb: float = 1024,
+                 batching: str = "continuous"):
+        from collections import deque
+
         self.name = name
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -90,10 +144,23 @@ class LocalEngine:
         self.pad_id = self._pad_id()
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self.generate_calls = 0
-        self.batch_sizes: list[int] = []
-        self._lock = threading.Lock()
+        self.batch_sizes: deque[int] = deque(maxlen=1000)
+        self.stats = EngineStats()
+        self.lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._cache_kw = cache_kwarg(self.model)
+        self._scheduler: Any = None
+        self._scheduler_lock = threading.Lock()
+        self.max_batch_size = int(max_batch_size)
+        self.window_s = float(window_s)
+        self.prefix_cache_mb = float(prefix_cache_mb)
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.window_s < 0 or self.prefix_cache_mb < 0:
+            raise ValueError("window_s and prefix_cache_mb must be >= 0")
+        if batching not in ("continuous", "static"):
+            raise ValueError(f"batching must be 'continuous' or 'static', got {batching!r}")
+        self.batching = batching
 
     @classmethod
     def from_pretrained(cls, path: str, *, dtype: str | torch.dtype | None = None, **kw: Any) -> "LocalEngine":
@@ -111,10 +178,27 @@ class LocalEngine:
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The single worker thread async batches run in (keeps the event loop free)."""
+        """A single worker thread for blocking calls made on behalf of async code."""
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"roro-local-{self.name}")
         return self._executor
+
+    @property
+    def scheduler(self):
+        """The engine's :class:`~roro_sdk.local.scheduler.ContinuousBatcher` (started on first use)."""
+        if self._scheduler is None:
+            with self._scheduler_lock:
+                if self._scheduler is None:
+                    from roro_sdk.local.scheduler import ContinuousBatcher
+
+                    self._scheduler = ContinuousBatcher(self)
+        return self._scheduler
+
+    def close(self) -> None:
+        """Stop the scheduler thread (pending requests fail) and drop the prefix cache."""
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
 
     # ---- token bookkeeping -------------------------------------------------------------------
     def _eos_ids(self) -> set[int]:
@@ -160,8 +244,18 @@ class LocalEngine:
         return self.tokenizer.decode([tid], skip_special_tokens=False)
 
     # ---- generation -------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> concurrent.futures.Future:
+        """Queue ``request`` on the scheduler; the future holds its :class:`GenerationResult`."""
+        return self.scheduler.submit(request)
+
+    async def asubmit(self, request: GenerationRequest) -> GenerationResult:
+        """:meth:`submit` for async callers (any event loop)."""
+        import asyncio
+
+        return await asyncio.wrap_future(self.submit(request))
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Run ``requests`` as one batch (left padding); raise the first request's error, if any."""
+        """Run ``requests`` concurrently; raise the first request's error, if any."""
         results = self.generate_many(requests)
         for r in results:
             if isinstance(r, BaseException):
@@ -171,24 +265,48 @@ class LocalEngine:
     def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
         """Like :meth:`generate`, but a request that is invalid on its own (prompt too long,
         bad ``max_tokens``, unreadable messages) gets its exception in its slot instead of failing
-        the other rows of the batch."""
+        the other requests."""
+        futures = [self.submit(r) for r in requests]
+        out: list[GenerationResult | Exception] = []
+        for f in futures:
+            exc = f.exception()
+            out.append(exc if exc is not None else f.result())  # type: ignore[arg-type]
+        return out
+
+    def generate_static(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
+        """Run ``requests`` as one left-padded batch from scratch: no prefix cache, nobody joins.
+        Invalid requests get their exception in their slot."""
+        rows: list[RowState | None] = []
         slots: list[GenerationResult | Exception | None] = [None] * len(requests)
-        prepared = []
         for k, r in enumerate(requests):
             try:
-                ids, prefix_mode = self.encode(r.messages)
-                prepared.append((k, r, ids, prefix_mode, self._limit(r, ids)))
-            except (ValueError, TypeError, KeyError) as exc:
-                slots[k] = exc if isinstance(exc, ValueError) else ValueError(str(exc))
-        if prepared:
-            with self._lock:
+                rows.append(self.new_row(r))
+            except ValueError as exc:
+                rows.append(None)
+                slots[k] = exc
+        live = [row for row in rows if row is not None]
+        if live:
+            with self.lock:
                 self.generate_calls += 1
-                self.batch_sizes.append(len(prepared))
-                outs = self._run([p[1] for p in prepared], [p[2] for p in prepared],
-                                 [p[3] for p in prepared], [p[4] for p in prepared])
-            for p, out in zip(prepared, outs):
-                slots[p[0]] = out
+                self.batch_sizes.append(len(live))
+                self.run_static(live)
+        for k, row in enumerate(rows):
+            if row is not None:
+                slots[k] = self.result(row)
         return slots  # type: ignore[return-value]
+
+    def new_row(self, r: GenerationRequest, future: concurrent.futures.Future | None = None) -> RowState:
+        """Validate and encode one request (raises ``ValueError`` on bad input)."""
+        try:
+            ids, prefix_mode = self.encode(r.messages)
+        except (TypeError, KeyError) as exc:
+            raise ValueError(str(exc)) from exc
+        limit = self._limit(r, ids)
+        gen = torch.Generator().manual_seed(int(r.seed)) if r.seed is not None else None
+        self.stats.requests += 1
+        self.stats.prompt_tokens += len(ids)
+        return RowState(request=r, prompt=ids, prefix_mode=prefix_mode, limit=limit, generator=gen,
+                    context_id=ids[-1] if ids else None, future=future)
 
     def _limit(self, r: GenerationRequest, prompt: list[int]) -> int:
         if not prompt:
@@ -201,80 +319,79 @@ class LocalEngine:
             raise ValueError(f"max_tokens must be >= 1, got {want}")
         return min(want, room)
 
-    @torch.inference_mode()
-    def _run(self, requests: list[GenerationRequest], prompts: list[list[int]], prefix_modes: list[bool],
-             limits: list[int]) -> list[GenerationResult]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                cache: Any, *, last_only: bool = False) -> torch.Tensor:
+        """Logits of the last position ``[B, V]`` (fp32); ``cache`` is extended in place."""
+        kw = {"logits_to_keep": 1} if last_only else {}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=True, **{self._cache_kw: cache}, **kw)
+        return out.logits[:, -1, :].float()
+
+    def new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        n = len(requests)
-        width = max(len(p) for p in prompts)
+        try:
+            return DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers: the cache builds its layers lazily
+            return DynamicCache()
+
+    def step(self, rows: list[RowState], logits: torch.Tensor) -> list[bool]:
+        """Choose each row's next token from its logits row; return which rows are finished."""
+        tokens = self._choose(logits, [r.request for r in rows], [r.generator for r in rows])
+        want_lp = [j for j, r in enumerate(rows) if r.request.logprobs]
+        logp = torch.log_softmax(logits[want_lp], dim=-1) if want_lp else None
+        done = []
+        for j, row in enumerate(rows):
+            tid = int(tokens[j])
+            row.generated.append(tid)
+            if row.request.logprobs:
+                lp = logp[want_lp.index(j)]
+                k = min(max(int(row.request.top_logprobs or 0), 0), lp.shape[-1])
+                top = torch.topk(lp, k) if k else None
+                row.lp_raw.append((float(lp[tid]), top.indices.tolist() if top else [], top.values.tolist() if top else []))
+            if tid in self.eos_ids:
+                row.finish = "stop"
+            else:
+                row.text = self.decode_continuation(row.context_id, row.generated)
+                if find_stop(row.text, row.request.stop) is not None:
+                    row.finish = "stop"
+                elif len(row.generated) >= row.limit:
+                    row.finish = "length"
+            done.append(row.finish is not None)
+        return done
+
+    @torch.inference_mode()
+    def run_static(self, rows: list[RowState]) -> None:
+        n = len(rows)
+        width = max(len(r.prompt) for r in rows)
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            if p:
-                input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-                mask[i, width - len(p) :] = 1
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt, dtype=torch.long)
+            mask[i, width - len(r.prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generators = [torch.Generator().manual_seed(int(r.seed)) if r.seed is not None else None for r in requests]
-
-        try:
-            cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers: the cache builds its layers lazily
-            cache = DynamicCache()
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1, **{self._cache_kw: cache},
-        )
-        logits = out.logits[:, -1, :].float()
-        active = list(range(n))  # request index of each batch row
-        generated: list[list[int]] = [[] for _ in range(n)]
-        lp_raw: list[list[tuple[float, list[int], list[float]]]] = [[] for _ in range(n)]
-        finish: list[str | None] = [None] * n
-        texts = [""] * n
-        context = [p[-1] if p else None for p in prompts]
-
+        cache = self.new_cache()
+        self.stats.prefill_tokens += sum(len(r.prompt) for r in rows)
+        logits = self.forward(input_ids, mask, positions, cache, last_only=True)
+        active = list(rows)
+        for r in rows:
+            r.peak_batch = n
         while True:
-            tokens = self._choose(logits, [requests[i] for i in active], [generators[i] for i in active])
-            want_lp = [j for j, i in enumerate(active) if requests[i].logprobs]
-            logp = torch.log_softmax(logits[want_lp], dim=-1) if want_lp else None
-            keep: list[int] = []
-            for j, i in enumerate(active):
-                tid = int(tokens[j])
-                generated[i].append(tid)
-                if requests[i].logprobs:
-                    row = logp[want_lp.index(j)]
-                    k = min(max(int(requests[i].top_logprobs or 0), 0), row.shape[-1])
-                    top = torch.topk(row, k) if k else None
-                    lp_raw[i].append((float(row[tid]), top.indices.tolist() if top else [], top.values.tolist() if top else []))
-                if tid in self.eos_ids:
-                    finish[i] = "stop"
-                    continue
-                texts[i] = self.decode_continuation(context[i], generated[i])
-                if find_stop(texts[i], requests[i].stop) is not None:
-                    finish[i] = "stop"
-                elif len(generated[i]) >= limits[i]:
-                    finish[i] = "length"
-                else:
-                    keep.append(j)
+            done = self.step(active, logits)
+            keep = [j for j, d in enumerate(done) if not d]
             if not keep:
                 break
+            tokens = torch.tensor([active[j].generated[-1] for j in keep], dtype=torch.long)
             if len(keep) < len(active):  # drop finished rows: the batch shrinks as steps end
                 idx = torch.tensor(keep, dtype=torch.long)
                 cache.batch_select_indices(idx)
-                mask, positions, tokens = mask[idx], positions[idx], tokens[idx]
+                mask, positions = mask[idx], positions[idx]
                 active = [active[j] for j in keep]
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype)], dim=1)
             positions = positions[:, -1:] + 1
-            out = self.model(
-                input_ids=tokens.view(-1, 1), attention_mask=mask, position_ids=positions,
-                use_cache=True, **{self._cache_kw: cache},
-            )
-            logits = out.logits[:, -1, :].float()
-
-        return [
-            self._result(requests[i], prompts[i], prefix_modes[i], generated[i], texts[i], finish[i], lp_raw[i], context[i], n)
-            for i in range(n)
-        ]
+            self.stats.decode_steps += 1
+            self.stats.decode_rows += len(active)
+            logits = self.forward(tokens.view(-1, 1), mask, positions, cache)
 
     def _choose(self, logits: torch.Tensor, reqs: list[GenerationRequest], gens: list[Any]) -> torch.Tensor:
         """Next token per row: argmax when temperature <= 0, else temperature + top-p sampling."""
@@ -293,17 +410,20 @@ class LocalEngine:
             tokens[j] = torch.multinomial(probs, 1, generator=gens[j])[0]
         return tokens
 
-    def _result(self, req, prompt, prefix_mode, gen, text, finish, lp_raw, context_id, batch_size) -> GenerationResult:
-        match = find_stop(text, req.stop)
-        content = match.content if match is not None else text
+    def result(self, row: RowState) -> GenerationResult:
+        """The finished row as a :class:`GenerationResult` (the text cut at the first stop)."""
+        req, gen = row.request, row.generated
+        match = find_stop(row.text, req.stop)
+        content = match.content if match is not None else row.text
+        self.stats.completion_tokens += len(gen)
         logprobs = None
         if req.logprobs:
             logprobs = []
             start = 0
-            for k, (lp, top_ids, top_vals) in enumerate(lp_raw):
+            for k, (lp, top_ids, top_vals) in enumerate(row.lp_raw):
                 if start >= len(content):  # this token starts in the delimiter/after the cut, or is EOS
                     break
-                end = len(self.decode_continuation(context_id, gen[: k + 1]))
+                end = len(self.decode_continuation(row.context_id, gen[: k + 1]))
                 tok = self._token_text(gen[k])
                 logprobs.append({
                     "token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8")),
@@ -314,7 +434,7 @@ class LocalEngine:
                 })
                 start = max(start, end)
         return GenerationResult(
-            text=content, finish_reason=finish or "length", prompt_tokens=len(prompt),
-            completion_tokens=len(gen), prefix_mode=prefix_mode, batch_size=batch_size,
+            text=content, finish_reason=row.finish or "length", prompt_tokens=len(row.prompt),
+            completion_tokens=len(gen), prefix_mode=row.prefix_mode, batch_size=row.peak_batch,
             logprobs=logprobs, token_ids=list(gen),
         )

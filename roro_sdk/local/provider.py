@@ -47,8 +47,12 @@ class LocalSettings:
     """Defaults for local models; env vars set the process-wide defaults.
 
     dtype: ``RORO_LOCAL_DTYPE`` (bfloat16; fp32 is 2-3x slower on CPU) -- max_batch_size:
-    ``RORO_LOCAL_MAX_BATCH`` (8) -- batch_window_ms: ``RORO_LOCAL_BATCH_WINDOW_MS`` (5) --
-    default_max_tokens (512, when a request gives none) -- cache_dir: folder of converted models.
+    ``RORO_LOCAL_MAX_BATCH`` (8, rows decoded together) -- batch_window_ms:
+    ``RORO_LOCAL_BATCH_WINDOW_MS`` (5, how long an idle model waits for more requests) --
+    prefix_cache_mb: ``RORO_LOCAL_PREFIX_CACHE_MB`` (1024 per model, the bound on cached prompt
+    KV; 0 turns prefix reuse off) -- batching: ``RORO_LOCAL_BATCHING`` (``continuous``, or
+    ``static`` for the older fixed batches) -- default_max_tokens (512, when a request gives
+    none) -- cache_dir: folder of converted models.
     """
 
     dtype: str = "bfloat16"
@@ -56,6 +60,15 @@ class LocalSettings:
     batch_window_ms: float = 5.0
     default_max_tokens: int = 512
     cache_dir: str | None = None
+    prefix_cache_mb: float = 1024.0
+    batching: str = "continuous"
+
+    def __post_init__(self) -> None:
+        if self.batching not in ("continuous", "static"):
+            raise ConfigError(f"local batching must be 'continuous' or 'static', got {self.batching!r} "
+                              "(RORO_LOCAL_BATCHING or the batching option)")
+        if self.max_batch_size < 1 or self.batch_window_ms < 0 or self.prefix_cache_mb < 0:
+            raise ConfigError("local settings: max_batch_size must be >= 1, batch_window_ms and prefix_cache_mb >= 0")
 
     @classmethod
     def from_env(cls) -> "LocalSettings":
@@ -65,6 +78,8 @@ class LocalSettings:
                 dtype=env.get("RORO_LOCAL_DTYPE", cls.dtype),
                 max_batch_size=int(env.get("RORO_LOCAL_MAX_BATCH", cls.max_batch_size)),
                 batch_window_ms=float(env.get("RORO_LOCAL_BATCH_WINDOW_MS", cls.batch_window_ms)),
+                prefix_cache_mb=float(env.get("RORO_LOCAL_PREFIX_CACHE_MB", cls.prefix_cache_mb)),
+                batching=env.get("RORO_LOCAL_BATCHING", cls.batching),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid RORO_LOCAL_* environment variable: {exc}") from None
@@ -107,7 +122,8 @@ def register_local_model(name: str, path_or_loader: str | os.PathLike | Loader, 
 
     ``path_or_loader``: a folder with config, safetensors and tokenizer, or a zero-argument
     callable returning ``(model, tokenizer)``. ``overrides``: any :class:`LocalSettings` field
-    for this model (``dtype``, ``max_batch_size``, ``batch_window_ms``, ``default_max_tokens``);
+    for this model (``dtype``, ``max_batch_size``, ``batch_window_ms``, ``prefix_cache_mb``,
+    ``batching``, ``default_max_tokens``);
     ``dtype`` applies to folders only (a loader returns its model as it built it).
     Re-registering a name drops its loaded model.
     """
@@ -116,6 +132,9 @@ def register_local_model(name: str, path_or_loader: str | os.PathLike | Loader, 
         raise ConfigError(f"register_local_model: unknown option(s) {sorted(bad)}")
     source = path_or_loader if callable(path_or_loader) else Path(path_or_loader)
     with _slots_lock:
+        old = _slots.get(name)
+        if old is not None and old.engine is not None:
+            old.engine.close()
         _slots[name] = _Slot(source=source, overrides=overrides, lock=threading.Lock())
 
 
@@ -123,6 +142,8 @@ def clear_local_engines() -> None:
     """Forget every loaded model (registrations stay); frees memory, mainly for tests."""
     with _slots_lock:
         for slot in _slots.values():
+            if slot.engine is not None:
+                slot.engine.close()
             slot.engine = slot.batcher = None
 
 
@@ -154,15 +175,16 @@ def _loaded(name: str) -> tuple[LocalEngine, AsyncBatcher]:
         if slot.engine is None or slot.batcher is None:
             cfg = replace(_settings, **slot.overrides)
             source: Any = ensure_local_model(name, cfg.cache_dir) if slot.source is None else slot.source
+            engine_kw = dict(name=name, default_max_tokens=cfg.default_max_tokens, max_batch_size=cfg.max_batch_size,
+                             window_s=cfg.batch_window_ms / 1000, prefix_cache_mb=cfg.prefix_cache_mb,
+                             batching=cfg.batching)
             if callable(source):
                 model, tok = source()
-                engine = LocalEngine(model, tok, name=name, default_max_tokens=cfg.default_max_tokens)
+                engine = LocalEngine(model, tok, **engine_kw)
             else:
                 if not Path(source).is_dir():
                     raise ModelUnavailableError(f"local model {name!r}: folder {source} does not exist")
-                engine = LocalEngine.from_pretrained(
-                    str(source), dtype=cfg.dtype, name=name, default_max_tokens=cfg.default_max_tokens
-                )
+                engine = LocalEngine.from_pretrained(str(source), dtype=cfg.dtype, **engine_kw)
             slot.batcher = AsyncBatcher(engine, max_batch_size=cfg.max_batch_size, window_s=cfg.batch_window_ms / 1000)
             slot.engine = engine
         return slot.engine, slot.batcher
