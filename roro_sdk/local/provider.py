@@ -46,7 +46,8 @@ Loader = Callable[[], "tuple[Any, Any]"]  # () -> (model, tokenizer)
 class LocalSettings:
     """Defaults for local models; env vars set the process-wide defaults.
 
-    dtype: ``RORO_LOCAL_DTYPE`` (bfloat16; fp32 is 2-3x slower on CPU) -- max_batch_size:
+    dtype: ``RORO_LOCAL_DTYPE`` (auto: bfloat16 where the CPU computes it natively, else
+    float32, which is faster there at twice the memory) -- max_batch_size:
     ``RORO_LOCAL_MAX_BATCH`` (8, rows decoded together) -- batch_window_ms:
     ``RORO_LOCAL_BATCH_WINDOW_MS`` (5, how long an idle model waits for more requests) --
     prefix_cache_mb: ``RORO_LOCAL_PREFIX_CACHE_MB`` (1024 per model, the bound on cached prompt
@@ -55,7 +56,7 @@ class LocalSettings:
     none) -- cache_dir: folder of converted models.
     """
 
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     max_batch_size: int = 8
     batch_window_ms: float = 5.0
     default_max_tokens: int = 512
