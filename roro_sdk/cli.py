@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _env.QUIET_LITELLM = True  # this process is ours: one-line errors, not LiteLLM's help banner
+    _say_model_loads()
     try:
         return int(args.func(args) or 0)
     except RoroError as e:
@@ -280,6 +281,19 @@ def main(argv: list[str] | None = None) -> int:
         if e.filename is None:
             raise
         return _fail(f"{e.filename}: {e.strerror or e}")
+
+
+def _say_model_loads() -> None:
+    """Each local model load (and conversion) as one line on stderr: ``roro: loaded NAME ...``."""
+    import logging
+
+    logger = logging.getLogger("roro_sdk.local")
+    if not any(getattr(h, "_roro_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("roro: %(message)s"))
+        handler._roro_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _fail(message: str) -> int:

@@ -394,3 +394,16 @@ def test_streaming_is_refused_as_a_bad_request(tiny):
     with pytest.raises(litellm.BadRequestError, match="streaming is not supported"):
         for _ in litellm.completion(model=tiny, messages=MSGS[0], max_tokens=3, stream=True):
             pass
+
+
+def test_a_model_loads_once_and_says_so_in_one_line(tiny_dir, caplog):
+    from transformers.utils import logging as hf_logging
+
+    register_local_model("tiny-once", tiny_dir, dtype="float32")
+    hf_logging.enable_progress_bar()
+    with caplog.at_level("INFO", logger="roro_sdk.local"):
+        first = get_local_engine("tiny-once")
+        assert get_local_engine("tiny-once") is first  # shared, not loaded again
+    lines = [r.getMessage() for r in caplog.records if r.name == "roro_sdk.local"]
+    assert len(lines) == 1 and lines[0].startswith("loaded tiny-once (float32) in "), lines
+    assert hf_logging.is_progress_bar_enabled()  # the bars were off only while loading

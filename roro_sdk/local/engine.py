@@ -24,7 +24,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ import torch
 
 from roro_sdk.hf import cache_kwarg
 from roro_sdk.local.prompting import render_prompt
+from roro_sdk.local.rows import EngineStats, GenerationRequest, GenerationResult, RowState
+from roro_sdk.local.scheduler import ContinuousBatcher
 from roro_sdk.local.stops import find_stop
 
 class FairLock:
@@ -70,36 +71,6 @@ CPU_LOCK = FairLock()
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "</s>")
 
 
-@dataclass
-class GenerationRequest:
-    """One chat completion request in the engine's terms (OpenAI meanings and defaults)."""
-
-    messages: list[Any]
-    max_tokens: int | None = None  # None: the engine's default_max_tokens
-    temperature: float = 1.0  # <= 0 means greedy
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] | None = None
-    logprobs: bool = False
-    top_logprobs: int = 0
-
-
-@dataclass
-class GenerationResult:
-    """What one row produced. ``completion_tokens`` counts every generated token up to and
-    including the one that triggered the stop (EOS and the delimiter token included: they were
-    computed); ``logprobs`` covers only the tokens that contribute to ``text``."""
-
-    text: str
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int
-    completion_tokens: int
-    prefix_mode: bool
-    batch_size: int
-    logprobs: list[dict[str, Any]] | None = None
-    token_ids: list[int] = field(default_factory=list)
-
-
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it bf16 matmuls are
     emulated: measured on such a 2-core machine, fp32 prefills 2.4x and decodes a batch of 8
@@ -123,42 +94,6 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use auto, bfloat16, float32 or float16")
     return value
-
-
-@dataclass
-class EngineStats:
-    """Counters since the engine was built (the benchmark and the tests read them).
-
-    ``prefill_tokens`` are prompt tokens the model computed; ``reused_tokens`` are prompt tokens
-    whose KV came from the prefix cache; ``decode_rows`` sums the batch size over decode steps.
-    """
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    prefill_tokens: int = 0
-    reused_tokens: int = 0
-    completion_tokens: int = 0
-    decode_steps: int = 0
-    decode_rows: int = 0
-
-
-@dataclass(eq=False)
-class RowState:
-    """One request while it is generated: what it has produced and why it stopped."""
-
-    request: GenerationRequest
-    prompt: list[int]
-    prefix_mode: bool
-    limit: int
-    generator: Any
-    context_id: int | None
-    future: concurrent.futures.Future | None = None
-    generated: list[int] = field(default_factory=list)
-    lp_raw: list[tuple[float, list[int], list[float]]] = field(default_factory=list)
-    text: str = ""
-    finish: str | None = None
-    peak_batch: int = 1
-    kv_len: int = 0  # KV columns computed for this row (prompt + fed tokens)
 
 
 class LocalEngine:
@@ -232,8 +167,6 @@ class LocalEngine:
         if self._scheduler is None:
             with self._scheduler_lock:
                 if self._scheduler is None:
-                    from roro_sdk.local.scheduler import ContinuousBatcher
-
                     self._scheduler = ContinuousBatcher(self)
         return self._scheduler
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +41,7 @@ from roro_sdk.local.engine import GenerationRequest, GenerationResult, LocalEngi
 from roro_sdk.local.registry import REGISTRY, ensure_local_model
 
 PROVIDER = "roro_local"
+log = logging.getLogger("roro_sdk.local")
 Loader = Callable[[], "tuple[Any, Any]"]  # () -> (model, tokenizer)
 
 
@@ -174,21 +177,42 @@ def _loaded(name: str) -> tuple[LocalEngine, AsyncBatcher]:
         return engine, batcher
     with slot.lock:
         if slot.engine is None or slot.batcher is None:
-            cfg = replace(_settings, **slot.overrides)
-            source: Any = ensure_local_model(name, cfg.cache_dir) if slot.source is None else slot.source
-            engine_kw = dict(name=name, default_max_tokens=cfg.default_max_tokens, max_batch_size=cfg.max_batch_size,
-                             window_s=cfg.batch_window_ms / 1000, prefix_cache_mb=cfg.prefix_cache_mb,
-                             batching=cfg.batching)
-            if callable(source):
-                model, tok = source()
-                engine = LocalEngine(model, tok, **engine_kw)
-            else:
-                if not Path(source).is_dir():
-                    raise ModelUnavailableError(f"local model {name!r}: folder {source} does not exist")
-                engine = LocalEngine.from_pretrained(str(source), dtype=cfg.dtype, **engine_kw)
-            slot.batcher = AsyncBatcher(engine, max_batch_size=cfg.max_batch_size, window_s=cfg.batch_window_ms / 1000)
+            t0 = time.perf_counter()
+            with quiet_progress_bars():
+                engine = _load(name, slot)
+            dtype = next((str(p.dtype).removeprefix("torch.") for p in engine.model.parameters()), "no weights")
+            log.info("loaded %s (%s) in %.1f s", name, dtype, time.perf_counter() - t0)
+            slot.batcher = AsyncBatcher(engine, max_batch_size=engine.max_batch_size, window_s=engine.window_s)
             slot.engine = engine
         return slot.engine, slot.batcher
+
+
+def _load(name: str, slot: _Slot) -> LocalEngine:
+    cfg = replace(_settings, **slot.overrides)
+    engine_kw = dict(name=name, default_max_tokens=cfg.default_max_tokens, max_batch_size=cfg.max_batch_size,
+                     window_s=cfg.batch_window_ms / 1000, prefix_cache_mb=cfg.prefix_cache_mb, batching=cfg.batching)
+    source: Any = ensure_local_model(name, cfg.cache_dir) if slot.source is None else slot.source
+    if callable(source):
+        model, tok = source()
+        return LocalEngine(model, tok, **engine_kw)
+    if not Path(source).is_dir():
+        raise ModelUnavailableError(f"local model {name!r}: folder {source} does not exist")
+    return LocalEngine.from_pretrained(str(source), dtype=cfg.dtype, **engine_kw)
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """No transformers/hub progress bars while a model loads or converts: each load is one log
+    line (``roro_sdk.local`` logger), not screens of nested bars. Restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def request_from_params(messages: list[Any], optional_params: dict[str, Any]) -> GenerationRequest:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from roro_sdk.local.engine import GenerationRequest, LocalEngine, RowState
+from roro_sdk.local.rows import GenerationRequest, RowState
 from roro_sdk.local.kv_cache import KV, PrefixCache
 
 #: Leading all-padding columns tolerated before the batch KV is compacted (a copy of the batch).
@@ -44,7 +44,7 @@ _TRIM_AFTER = 32
 class ContinuousBatcher:
     """The engine's request queue and decode loop (one daemon thread, started on first submit)."""
 
-    def __init__(self, engine: LocalEngine):
+    def __init__(self, engine: Any):
         self.engine = engine
         self.prefix_cache = PrefixCache(int(engine.prefix_cache_mb * 2**20))
         self.reuses_kv = engine.batching == "continuous" and _reusable_cache(engine)
@@ -238,7 +238,7 @@ class ContinuousBatcher:
         self._rows, self._cache, self._mask = [], None, None
 
 
-def _reusable_cache(engine: LocalEngine) -> bool:
+def _reusable_cache(engine: Any) -> bool:
     """Whether the model fills a transformers cache whose every layer keeps all columns."""
     from transformers import PreTrainedModel
 
