@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from .._env import import_litellm, register_litellm_provider
-from .._sync import run_sync
 from ..errors import ConfigError, InvalidRequestError, UnknownRouteError
 from ..types import Step, Trajectory
 from .config import ServeConfig
@@ -46,6 +45,25 @@ def service_from(source: ServeConfig | RoutedService | str | Path | None) -> Rou
             raise ConfigError(f"the roro LiteLLM provider has no routes: call register_roro_provider(config) or set "
                               f"{CONFIG_ENV} to a serve config file")
     return RoutedService.from_config(ServeConfig.from_file(source))
+
+
+class _LoopThread:
+    """One event loop in a daemon thread for the synchronous calls: LiteLLM keeps its async clients
+    and a logging task per loop, so a fresh loop per call (asyncio.run) would rebuild the first
+    and leave the second pending when the loop closes."""
+
+    def __init__(self) -> None:
+        self._loop: Any = None
+        self._lock = threading.Lock()
+
+    def submit(self, coro: Any) -> Any:
+        import asyncio
+
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, daemon=True, name="roro-provider-loop").start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
 
 def _body(model: str, messages: list, optional_params: dict[str, Any] | None) -> dict[str, Any]:
@@ -114,6 +132,7 @@ def _make_handler():
         def __init__(self, service: RoutedService | None = None):
             super().__init__()
             self._service = service
+            self._sync_loop = _LoopThread()
 
         @property
         def service(self) -> RoutedService:
@@ -130,7 +149,7 @@ def _make_handler():
         def completion(self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kw: Any):
             svc = self.service
             req = request(model, messages, optional_params)
-            route, traj = run_sync(svc.run(req, prepared=prepared(svc, req)))
+            route, traj = self._sync_loop.submit(svc.run(req, prepared=prepared(svc, req))).result()
             return fill(kw["model_response"], route, traj, svc.pool.prompt.delimiter)
 
         async def acompletion(self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kw: Any):
@@ -143,25 +162,15 @@ def _make_handler():
                       **kw: Any) -> Iterator[dict]:
             svc = self.service
             req = request(model, messages, optional_params)
-            ready = prepared(svc, req)
             events: queue.Queue = queue.Queue()
-
-            def work() -> None:
-                try:
-                    events.put(("done", run_sync(svc.run(req, on_step=lambda s: events.put(("step", s)), prepared=ready))))
-                except BaseException as e:  # re-raised in the caller's thread
-                    events.put(("fail", e))
-
-            threading.Thread(target=work, daemon=True, name="roro-provider-stream").start()
-            while True:
-                kind, item = events.get()
-                if kind == "step":
-                    yield step_chunk(item, svc.pool.prompt.delimiter)
-                elif kind == "fail":
-                    raise item
-                else:
-                    yield last_chunk(*item)
-                    return
+            future = self._sync_loop.submit(svc.run(req, on_step=events.put, prepared=prepared(svc, req)))
+            future.add_done_callback(lambda _: events.put(None))
+            try:
+                while (step := events.get()) is not None:
+                    yield step_chunk(step, svc.pool.prompt.delimiter)
+                yield last_chunk(*future.result())
+            finally:
+                future.cancel()  # the caller stopped reading: stop paying for steps
 
         async def astreaming(self, model: str, messages: list, *args: Any, optional_params: dict | None = None,
                              **kw: Any) -> AsyncIterator[dict]:

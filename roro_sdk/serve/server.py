@@ -95,9 +95,20 @@ class BackgroundServer:
         """Graceful: in-flight requests finish (up to the shutdown timeout), then the log closes."""
         if not self._thread.is_alive():
             return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+
+        async def shutdown() -> None:
+            await self._runner.cleanup()
+            # what else runs on this loop (LiteLLM's logging worker) ends with it, not as a warning
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> BackgroundServer:
         return self
