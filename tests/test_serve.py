@@ -490,3 +490,18 @@ def test_kill_9_under_load_leaves_every_log_line_valid(tmp_path):
     assert lines[-1] == b"", "the last line is cut short"
     trajs = [Trajectory.from_jsonl(line.decode()) for line in lines[:-1]]  # every line parses
     assert len(trajs) >= ok[0] and len({t.id for t in trajs}) == len(trajs)
+
+
+# ----- the docs' curl snippets run against a live server -------------------------------------------
+
+def test_the_docs_curl_snippets_work():
+    text = (ROOT / "docs" / "serve.md").read_text()
+    blocks = [b for b in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M) if b.lstrip().startswith("curl")]
+    assert blocks, "docs/serve.md shows curl"
+    with start_server(ServeConfig(pool="sim:careful", routes={"steer-0.8": "steer:0.8", "cheap": "all-small"}, port=0)) as srv:
+        for block in blocks:
+            script = block.replace("http://127.0.0.1:8000", srv.url)
+            r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert '"object": "list"' in r.stdout and '"object": "chat.completion"' in r.stdout
+            assert '"stop_reason": "answer"' in r.stdout and "roro_requests_total" in r.stdout
