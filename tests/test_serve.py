@@ -283,6 +283,31 @@ def test_upstream_faults_are_retried_then_502_and_the_server_survives(fake_upstr
         assert srv.service.metrics.value("roro_errors_total", kind="upstream") == 2
 
 
+def test_a_failure_after_some_steps_ends_the_stream_with_an_error_event(fake_upstream):
+    svc = RoutedService(_fake_pool(fake_upstream), {"small": "all-small"})
+    with start_server(ServeConfig(port=0), service=svc) as srv:
+        fake_upstream.inject("small", [200, 500, 500, 500, 500])  # step 1 written, step 2 fails for good
+        seen = []
+        with pytest.raises(openai.APIError, match="routing failed after 1 step"):
+            for c in _client(srv.url).chat.completions.create(model="small", messages=[{"role": "user", "content": "4+4?"}],
+                                                              stream=True):
+                if c.choices and c.choices[0].delta.content:
+                    seen.append(c.choices[0].delta.content)
+        assert seen == ["small step 1: so so so so"]
+        assert httpx.get(srv.url + "/health").json()["status"] == "ok"
+
+
+def test_provider_secrets_never_reach_a_response(fake_upstream, monkeypatch):
+    secret = "sk-upstream-secret-0123456789"
+    monkeypatch.setenv("RORO_TEST_UPSTREAM_KEY", secret)
+    pool = _fake_pool(fake_upstream, api_key_env="RORO_TEST_UPSTREAM_KEY")
+    with start_server(ServeConfig(port=0), service=RoutedService(pool, {"small": "all-small"})) as srv:
+        fake_upstream.inject("small", ["echo_key"])  # the provider's 401 echoes the Authorization header
+        resp = httpx.post(srv.url + "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "1?"}]})
+        err = _is_openai_error(resp, 502)
+        assert "invalid credentials" in err["message"] and secret not in resp.text
+
+
 def test_steps_stream_as_they_are_written(fake_upstream):
     fake_upstream.latency_s = 0.25
     svc = RoutedService(_fake_pool(fake_upstream), {"small": "all-small"})
@@ -401,6 +426,28 @@ def test_routers_are_built_once_at_start_up_and_shared(monkeypatch, queries):
         svc.routes.resolve("policy:/tmp/anything")
 
 
+def test_a_learned_policy_route_loads_once_at_start_up(tmp_path, monkeypatch, queries):
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from roro_sdk.train import build_policy, load_grpo_config, pool_and_queries
+
+    cfg = load_grpo_config(dataset="sim:careful", train_queries=4, eval_queries=2, out_dir=str(tmp_path / "run"))
+    pool, train_qs, _ = pool_and_queries(cfg)
+    folder = build_policy(cfg, pool.names, train_qs).save(tmp_path / "router")
+    from roro_sdk import PolicyRouter
+
+    loads = []
+    real = PolicyRouter.load.__func__
+    monkeypatch.setattr(PolicyRouter, "load", classmethod(lambda cls, *a, **kw: loads.append(a) or real(cls, *a, **kw)))
+    with start_server(ServeConfig(pool="sim:careful", routes={"learned": f"policy:{folder}"}, port=0)) as srv:
+        assert len(loads) == 1
+        client = _client(srv.url)
+        for q in queries[:2]:
+            r = client.chat.completions.create(model="learned", messages=_ask(q))
+            assert r.roro["router"].startswith("policy") and r.roro["stop_reason"] == "answer"
+        assert len(loads) == 1  # shared by every request
+
+
 def test_the_runtime_reports_each_step_as_it_is_recorded(queries):
     seen: list[int] = []
 
@@ -458,7 +505,9 @@ def test_graceful_shutdown_finishes_in_flight_requests_and_logs_them(tmp_path, f
 
 def test_kill_9_under_load_leaves_every_log_line_valid(tmp_path):
     log = tmp_path / "served.jsonl"
-    proc, url = _start_cli(["--pool", "sim:careful", "--route", "steer=steer:0.8", "--trajectory-log", str(log)])
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("pool: sim:careful\nroutes: {steer: steer:0.8}\nlimits: {max_concurrency: 8}\n")
+    proc, url = _start_cli(["--config", str(cfg), "--trajectory-log", str(log)])
     qs = sim_queries("sim:careful", n=200, seed=9)
     stop = threading.Event()
     ok = [0]
