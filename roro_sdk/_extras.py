@@ -21,6 +21,7 @@ EXTRAS: dict[str, str] = {
     "train": "training",
     "data": "reasoning-gym datasets",
     "plot": "plots",
+    "server": "roro serve",
 }
 
 # Import name -> distribution name, where they differ.

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live next to the code they drive: each module has add_commands(sub, common).
-_COMMAND_MODULES: list[str] = ["roro_sdk.train.cli", "roro_sdk.train.grpo_cli"]
+_COMMAND_MODULES: list[str] = ["roro_sdk.train.cli", "roro_sdk.train.grpo_cli", "roro_sdk.serve.cli"]
 
 
 def _print_routers() -> int:

@@ -98,3 +98,12 @@ class MissingExtraError(RoroError, ImportError):
     def __init__(self, message: str, *, name: str | None = None, extra: str | None = None):
         super().__init__(message, name=name)
         self.extra = extra
+
+
+class InvalidRequestError(ConfigError):
+    """A request to ``roro serve`` (or the ``roro/<route>`` LiteLLM provider) is malformed: bad JSON,
+    a missing field, a negative budget. The server answers 400 with the message."""
+
+
+class UnknownRouteError(InvalidRequestError, LookupError):
+    """A request names a route (``model``) that the server does not serve. The server answers 404."""

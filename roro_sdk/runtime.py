@@ -14,9 +14,10 @@ step came of it, in ``Trajectory.side_calls``; ``traj.usage``/``cost_usd`` sum t
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -29,6 +30,8 @@ from .trajectories import TrajectoryAppender
 from .types import Query, Step, StopReason, Trajectory
 
 Checker = Callable[[str | None, Query], "bool | None"]
+# Called with each step as soon as it is recorded (a server streams it); may be a coroutine function.
+OnStep = Callable[[Step], "Awaitable[None] | None"]
 
 
 def as_query(q: Query | str | dict) -> Query:
@@ -91,10 +94,14 @@ class StepwiseRuntime:
         self.checker = checker or _default_checker
 
     # ----- one query ---------------------------------------------------------------------------
-    async def arun(self, query: Query | str | dict, *, raise_on_error: bool = True) -> Trajectory:
+    async def arun(self, query: Query | str | dict, *, raise_on_error: bool = True, on_step: OnStep | None = None) -> Trajectory:
         """Route one query to the end. An error (a model's, a router's, the checker's, or any
-        other exception) is recorded in the trajectory (``stop_reason="error"``, ``error``) and
-        then raised, unless ``raise_on_error=False``, which returns the trajectory instead."""
+        other exception) is recorded in the trajectory (``stop_reason="error"``, ``error``, and
+        the exception's class name in ``metadata["error_type"]``) and then raised, unless
+        ``raise_on_error=False``, which returns the trajectory instead.
+
+        ``on_step(step)`` is called with each step as soon as it is recorded, before the router
+        is asked for the next one (an exception it raises fails the query like any other)."""
         q = as_query(query)
         self.pool.check_keys()
         traj = Trajectory(query=q, router=self.router.name)
@@ -103,7 +110,7 @@ class StepwiseRuntime:
         t0 = time.perf_counter()
         failure: Exception | None = None
         try:
-            traj.stop_reason = await self._loop(state, traj)
+            traj.stop_reason = await self._loop(state, traj, on_step)
         except Exception as e:  # one query's failure of any kind is that query's, never the batch's
             failure = e
             self._fail(traj, e)
@@ -124,7 +131,7 @@ class StepwiseRuntime:
 
         return run_sync(self.arun(query, **kw))
 
-    async def _loop(self, state: RoutingState, traj: Trajectory) -> StopReason:
+    async def _loop(self, state: RoutingState, traj: Trajectory, on_step: OnStep | None = None) -> StopReason:
         seen: set[str] = set()
         while True:
             if len(traj.steps) >= self.max_steps:
@@ -142,6 +149,10 @@ class StepwiseRuntime:
                 raise ModelCallError(f"model {gen.model!r} wrote an empty step {len(traj.steps)}", model=gen.model)
             step = self._record(state, decision, gen)
             traj.steps.append(step)
+            if on_step is not None:
+                pending = on_step(step)
+                if inspect.isawaitable(pending):
+                    await pending
             if find_marked_answer(step.text) is not None:
                 return "answer"
             key = " ".join(step.text.split())
@@ -181,6 +192,7 @@ class StepwiseRuntime:
         msg = str(e) if isinstance(e, RoroError) else f"{type(e).__name__}: {e}"
         traj.stop_reason = "error"
         traj.error = self.pool.redact(f"{what}: {msg}" if what else msg)
+        traj.metadata["error_type"] = type(e).__name__  # lets a server tell an upstream failure from a bug
 
     def _finish(self, traj: Trajectory, state: RoutingState) -> None:
         traj.metadata["spent_usd"] = state.spent.cost_usd

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 CONSTRAINTS="${RORO_CONSTRAINTS-constraints.txt}"
-EXTRAS="local,train,data,plot"
+EXTRAS="local,train,data,plot,server"
 [[ "${1:-}" == "--dev" ]] && EXTRAS="$EXTRAS,dev"
 
 # pip's output minus the noise of this machine's local index; pip's exit status is kept.

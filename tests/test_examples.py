@@ -13,12 +13,13 @@ import yaml
 from roro_sdk import ModelPool
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFLINE_EXAMPLES = ["offline_fake_server.py", "custom_router.py"]
+OFFLINE_EXAMPLES = ["offline_fake_server.py", "custom_router.py", "serve_offline.py"]
 # Small settings so each runs in seconds; "{out}" is a temporary folder. The defaults are the
 # documented full runs.
 SMALL_ARGS = {
     "offline_fake_server.py": [],
     "custom_router.py": [],
+    "serve_offline.py": [],
     "evaluate_routers.py": ["--limit", "6", "--out", "{out}"],
     "sim_bench.py": ["--queries", "8", "--out", "{out}"],
     "process_vs_outcome.py": ["--seeds", "0", "--updates", "1", "--eval-queries", "4", "--runs", "{out}/runs", "--out", "{out}/table.json"],

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"runtime"},
     {"rubric", "judge", "rewards", "pairs", "collect", "structured", "trajectory_text"},
     {"policy", "train", "eval", "_cli_common"},
-    {"testing", "cli", "_install", "__init__", "__main__"},
+    {"testing", "cli", "serve", "_install", "__init__", "__main__"},
 ]
 
 

@@ -25,6 +25,11 @@ LAZY = {"PolicyRouter", "PolicyTemplate", "train_router", "evaluate_router"}
 # Every other module is implementation: no __all__, and the docs and examples never import from it.
 FACES = {
     "roro_sdk.testing": {"FakeModel", "FakeOpenAIServer", "ScriptedRouter", "count_prefix_steps"},
+    "roro_sdk.serve": {
+        "ServeConfig", "ServeLimits", "ServeBudgets", "parse_route", "RoutedService", "RouteTable", "ChatRequest",
+        "parse_chat_request", "create_app", "start_server", "run_server", "BackgroundServer", "register_roro_provider",
+        "InvalidRequestError", "UnknownRouteError",
+    },
     "roro_sdk.sim": {
         "SimConfig", "SimModel", "parse_sim_spec", "SimTask", "sim_queries", "task_of", "is_hard_step", "sim_pool",
         "register_sim_provider", "sim_complete", "optimal_routing", "brute_force_routing", "routing_cost",
@@ -56,7 +61,8 @@ FACES = {
 }
 # Public names of a face that need torch: imported on first use, kept out of its __all__ (as the root's LAZY).
 FACE_LAZY = {"roro_sdk.train": {"train_router", "evaluate_router", "GRPOResult", "build_policy"}}
-FACE_FILES = {"__init__.py", "testing.py", "sim/__init__.py", "local/__init__.py", "eval/__init__.py", "train/__init__.py"}
+FACE_FILES = {"__init__.py", "testing.py", "sim/__init__.py", "local/__init__.py", "eval/__init__.py", "train/__init__.py",
+              "serve/__init__.py"}
 
 
 def test_all_is_locked():
