@@ -4,7 +4,7 @@
 each step continuing the previous one, as the runtime does) through one engine at concurrency 8,
 with a small ``--cache-mb`` bound so that the run stores many times the bound. Reports the peak
 RSS and the cache's bytes every 50 queries, and the growth of RSS from the first checkpoint to the
-last. Uses a randomly initialised model (``--hidden``, ``--layers``; KV of 32 KB per token at the
+last. Uses a randomly initialised model (``--hidden``, ``--layers``; KV of 16 KB per token at the
 defaults, fp32) so the run takes minutes, not hours, and needs no weights.
 
     python benchmarks/local_memory.py [--queries 500] [--cache-mb 64]
