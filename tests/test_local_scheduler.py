@@ -231,3 +231,52 @@ def test_radix_tree_matches_splits_and_evicts_least_recent_leaves():
     assert c.match([1, 2, 7, 8, 9])[0] == 2 and c.match([1, 2, 3, 4])[0] == 4
     c.insert(list(range(50, 70)), _kv(20))  # larger than the whole budget: not stored
     assert c.match(list(range(50, 70)))[0] == 0 and c.bytes <= 10 * per_token
+
+
+def test_degenerate_sampling_settings_fail_nobody():
+    e = make_engine(5)
+    try:
+        ok = [req(q, max_tokens=6) for q in QUESTIONS[:2]]
+        odd = [GenerationRequest(messages=msgs(QUESTIONS[2]), max_tokens=6, temperature=1.0, top_p=0.0, seed=1),
+               GenerationRequest(messages=msgs(QUESTIONS[3]), max_tokens=6, temperature=1e-40, seed=1)]
+        bad = GenerationRequest(messages=msgs(QUESTIONS[4]), max_tokens=6, top_p=1.5)
+        out = e.generate_many(ok + odd + [bad])
+        for r, q in zip(out[:2], ok):
+            assert_same(r, reference(e, q))
+        greedy = [e.generate_static([GenerationRequest(messages=r.messages, max_tokens=6, temperature=0)])[0] for r in odd]
+        assert [r.token_ids for r in out[2:4]] == [g.token_ids for g in greedy]  # both act as greedy
+        assert isinstance(out[4], ValueError) and "top_p" in str(out[4])
+    finally:
+        e.close()
+
+
+def test_a_cancelled_request_leaves_the_batch_and_callbacks_may_call_the_engine():
+    import asyncio
+
+    e = make_engine(6)
+    try:
+        seen = []
+        long = GenerationRequest(messages=msgs(QUESTIONS[0]), max_tokens=400, temperature=0)
+
+        async def go():
+            task = asyncio.ensure_future(e.asubmit(long))
+            while e.stats.decode_steps < 3:
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        fut = e.submit(req(QUESTIONS[1], max_tokens=4))
+        # a done-callback runs on the engine's thread: calling the engine from it must not deadlock
+        fut.add_done_callback(lambda f: seen.append(e.generate_static([req(QUESTIONS[2], max_tokens=2)])[0]))
+        fut.result(timeout=60)
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen and seen[0].completion_tokens >= 1
+        assert e.stats.decode_steps < 200  # the cancelled row left the batch long before its 400 tokens
+    finally:
+        e.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        e.submit(req(QUESTIONS[0]))

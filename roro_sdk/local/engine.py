@@ -51,8 +51,13 @@ class FairLock:
         me = object()
         with self._cv:
             self._queue.append(me)
-            while self._held or self._queue[0] is not me:
-                self._cv.wait()
+            try:
+                while self._held or self._queue[0] is not me:
+                    self._cv.wait()
+            except BaseException:  # interrupted while waiting: leave the queue, or it jams for everyone
+                self._queue.remove(me)
+                self._cv.notify_all()
+                raise
             self._queue.popleft()
             self._held = True
         return self
@@ -129,6 +134,7 @@ class LocalEngine:
         self._cache_kw = cache_kwarg(self.model)
         self._scheduler: Any = None
         self._scheduler_lock = threading.Lock()
+        self._closed = False
         self.max_batch_size = int(max_batch_size)
         self.window_s = float(window_s)
         self.prefix_cache_mb = float(prefix_cache_mb)
@@ -166,15 +172,18 @@ class LocalEngine:
         """The engine's :class:`~roro_sdk.local.scheduler.ContinuousBatcher` (started on first use)."""
         if self._scheduler is None:
             with self._scheduler_lock:
+                if self._closed:
+                    raise RuntimeError(f"local engine {self.name!r} is closed; load it again")
                 if self._scheduler is None:
                     self._scheduler = ContinuousBatcher(self)
         return self._scheduler
 
     def close(self) -> None:
-        """Stop the scheduler thread (pending requests fail) and drop the prefix cache."""
+        """Stop the scheduler thread (pending requests fail) and drop the prefix cache; final."""
+        with self._scheduler_lock:
+            self._closed = True
         if self._scheduler is not None:
             self._scheduler.close()
-            self._scheduler = None
 
     # ---- token bookkeeping -------------------------------------------------------------------
     def _eos_ids(self) -> set[int]:
@@ -225,10 +234,12 @@ class LocalEngine:
         return self.scheduler.submit(request)
 
     async def asubmit(self, request: GenerationRequest) -> GenerationResult:
-        """:meth:`submit` for async callers (any event loop)."""
+        """:meth:`submit` for async callers (any event loop); cancelling the awaiting task
+        withdraws the request (a running row leaves the batch at its next token)."""
         import asyncio
 
-        return await asyncio.wrap_future(self.submit(request))
+        # encoding renders the chat template and tokenises a long prompt: not on the event loop
+        return await asyncio.wrap_future(await asyncio.to_thread(self.submit, request))
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Run ``requests`` concurrently; raise the first request's error, if any."""
@@ -278,6 +289,10 @@ class LocalEngine:
         except (TypeError, KeyError) as exc:
             raise ValueError(str(exc)) from exc
         limit = self._limit(r, ids)
+        if r.top_p is not None and not 0.0 <= float(r.top_p) <= 1.0:
+            raise ValueError(f"top_p must be within [0, 1], got {r.top_p}")
+        if r.temperature is not None and float(r.temperature) < 0:
+            raise ValueError(f"temperature must be >= 0, got {r.temperature}")
         gen = torch.Generator().manual_seed(int(r.seed)) if r.seed is not None else None
         self.stats.requests += 1
         self.stats.prompt_tokens += len(ids)
@@ -374,13 +389,14 @@ class LocalEngine:
         tokens = logits.argmax(dim=-1)
         for j, r in enumerate(reqs):
             temp = 1.0 if r.temperature is None else float(r.temperature)
-            if temp <= 0:
-                continue
+            if temp < 1e-5 or (r.top_p is not None and float(r.top_p) <= 0):
+                continue  # greedy: a tinier temperature overflows the logits, top_p 0 keeps only the top token
             probs = torch.softmax(logits[j] / temp, dim=-1)
             top_p = 1.0 if r.top_p is None else float(r.top_p)
             if top_p < 1.0:
                 sorted_p, order = torch.sort(probs, descending=True)
                 drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # keeps the smallest set reaching top_p
+                drop[0] = False
                 sorted_p[drop] = 0.0
                 probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
             tokens[j] = torch.multinomial(probs, 1, generator=gens[j])[0]

@@ -108,7 +108,7 @@ class PrefixCache:
 
     def insert(self, ids: Sequence[int], kv: KV) -> None:
         """Store the KV of ``ids`` (``kv`` covers exactly ``len(ids)`` columns); keeps only what is new."""
-        if not ids or not kv:
+        if not ids or not kv or self.max_bytes == 0:
             return
         if kv[0][0].shape[2] != len(ids):
             raise ValueError(f"KV covers {kv[0][0].shape[2]} tokens, ids {len(ids)}")

@@ -39,6 +39,9 @@ from roro_sdk.local.kv_cache import KV, PrefixCache
 
 #: Leading all-padding columns tolerated before the batch KV is compacted (a copy of the batch).
 _TRIM_AFTER = 32
+#: An idle worker thread exits after this long (the next request starts a new one), so an engine
+#: nobody uses any more is not kept alive by its thread.
+_IDLE_EXIT_S = 30.0
 
 
 class ContinuousBatcher:
@@ -52,6 +55,7 @@ class ContinuousBatcher:
         self._cv = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._done: list[tuple[concurrent.futures.Future, Any, bool]] = []  # resolved after the lock is released
         # the running batch
         self._rows: list[RowState] = []
         self._cache: Any = None
@@ -67,7 +71,7 @@ class ContinuousBatcher:
             return future
         with self._cv:
             if self._closed:
-                raise RuntimeError(f"local engine {self.engine.name!r} is closed")
+                raise RuntimeError(f"local engine {self.engine.name!r} is closed; load it again")
             self._waiting.append(row)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=f"roro-local-{self.engine.name}", daemon=True)
@@ -88,9 +92,12 @@ class ContinuousBatcher:
         while True:
             with self._cv:
                 while not self._waiting and not self._rows and not self._closed:
-                    self._cv.wait()
+                    if not self._cv.wait(_IDLE_EXIT_S) and not self._waiting and not self._rows:
+                        self._thread = None  # idle: let the engine be collected; submit starts a new thread
+                        return
                 if self._closed:
                     self._fail_all(RuntimeError(f"local engine {self.engine.name!r} was closed"))
+                    self._thread = None
                     return
                 starting = not self._rows
             if starting and self.engine.window_s > 0:
@@ -98,7 +105,7 @@ class ContinuousBatcher:
             with self._cv:
                 room = self.engine.max_batch_size - len(self._rows)
                 new = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-            new = [r for r in new if r.future is None or r.future.set_running_or_notify_cancel()]
+            new = [r for r in new if r.future is None or not r.future.cancelled()]
             try:
                 with self.engine.lock:
                     if starting and new:
@@ -106,14 +113,27 @@ class ContinuousBatcher:
                         self.engine.batch_sizes.append(0)
                     if not self.reuses_kv:
                         self._run_wave(new)
-                        continue
-                    if new:
-                        self._admit(new)
-                    if self._rows:
-                        self._decode()
+                    else:
+                        if new:
+                            self._admit(new)
+                        if self._rows:
+                            self._decode()
             except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear of it
                 self._fail(new + self._rows, exc)
                 self._reset_batch()
+            self._resolve()
+
+    def _resolve(self) -> None:
+        """Complete futures outside the engine lock: their callbacks run on this thread, and one
+        that called an engine would otherwise wait for the lock this thread holds."""
+        done, self._done = self._done, []
+        for future, value, failed in done:
+            if future.done():  # cancelled by its caller meanwhile
+                continue
+            try:
+                future.set_exception(value) if failed else future.set_result(value)
+            except concurrent.futures.InvalidStateError:
+                pass
 
     def _run_wave(self, rows: list[RowState]) -> None:
         if not rows:
@@ -127,8 +147,13 @@ class ContinuousBatcher:
     def _admit(self, rows: list[RowState]) -> None:
         joined: list[tuple[RowState, KV]] = []
         for row in rows:
-            kv, logits = self._prefill(row)
-            if self.engine.step([row], logits)[0]:
+            try:  # a row's own failure (its prefill, its sampling) fails that row, not the batch
+                kv, logits = self._prefill(row)
+                finished = self.engine.step([row], logits)[0]
+            except Exception as exc:  # noqa: BLE001
+                self._fail([row], exc)
+                continue
+            if finished:
                 self._finish(row)
             else:
                 joined.append((row, kv))
@@ -191,7 +216,7 @@ class ContinuousBatcher:
         for r in rows:
             r.kv_len += 1
         done = self.engine.step(rows, logits)
-        gone = [j for j, (r, d) in enumerate(zip(rows, done)) if d or (r.future is not None and r.future.done())]
+        gone = [j for j, (r, d) in enumerate(zip(rows, done)) if d or (r.future is not None and r.future.cancelled())]
         if not gone:
             return
         if self.prefix_cache.max_bytes:
@@ -222,17 +247,21 @@ class ContinuousBatcher:
     # ---- ending rows ----------------------------------------------------------------------------
     def _finish(self, row: RowState) -> None:
         if row.future is not None and not row.future.done():
-            row.future.set_result(self.engine.result(row))
+            try:
+                self._done.append((row.future, self.engine.result(row), False))
+            except Exception as exc:  # noqa: BLE001 - e.g. the tokenizer failing on this row's text
+                self._done.append((row.future, exc, True))
 
     def _fail(self, rows: list[RowState], exc: BaseException) -> None:
         for row in rows:
             if row.future is not None and not row.future.done():
-                row.future.set_exception(exc)
+                self._done.append((row.future, exc, True))
 
     def _fail_all(self, exc: BaseException) -> None:
         self._fail(list(self._waiting) + self._rows, exc)
         self._waiting.clear()
         self._reset_batch()
+        self._resolve()
 
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask = [], None, None
@@ -256,10 +285,12 @@ def _kv_of(cache: Any) -> KV:
 
 
 def _fill(cache: Any, kv: KV) -> None:
-    """Put tensors into an empty cache without copying them."""
+    """Put tensors into an empty cache without copying them (the attributes transformers 4.56+
+    and 5.x layers keep; ``lazy_initialization``'s signature differs between them)."""
     for layer, (k, v) in zip(cache.layers, kv):
-        layer.lazy_initialization(k, v)
         layer.keys, layer.values = k, v
+        layer.dtype, layer.device = k.dtype, k.device
+        layer.is_initialized = True
 
 
 def _pad_left(t: torch.Tensor, width: int) -> torch.Tensor:
