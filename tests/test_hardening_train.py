@@ -262,6 +262,13 @@ def test_every_example_config_validates_against_its_model(path):
     assert isinstance(data, dict)
     if "models" in data:
         assert len(ModelPool.from_file(path)) >= 1
+    elif "routes" in data:  # a `roro serve --config` file
+        from roro_sdk.serve import ServeConfig
+
+        cfg = ServeConfig.from_file(path)
+        assert cfg.routes
+        if cfg.pool and not cfg.pool.startswith("sim"):
+            assert (ROOT / cfg.pool).is_file(), f"{path.name}: pool {cfg.pool} does not exist"
     elif isinstance(data.get("judge"), dict):
         assert judge_from_config(data["judge"]) is not None
         if "rubricor" in data:
