@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import shlex
 import sys
 import time
@@ -283,15 +284,24 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{e.filename}: {e.strerror or e}")
 
 
+class _LineAboveBars(logging.Handler):
+    """Writes a log line above any progress bar on stderr instead of into the middle of it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except ImportError:
+            print(self.format(record), file=sys.stderr)
+
+
 def _say_model_loads() -> None:
     """Each local model load (and conversion) as one line on stderr: ``roro: loaded NAME ...``."""
-    import logging
-
     logger = logging.getLogger("roro_sdk.local")
-    if not any(getattr(h, "_roro_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _LineAboveBars) for h in logger.handlers):
+        handler = _LineAboveBars()
         handler.setFormatter(logging.Formatter("roro: %(message)s"))
-        handler._roro_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
