@@ -38,7 +38,7 @@ from litellm.types.utils import ChoiceLogprobs, Choices, Message, ModelResponse,
 from roro_sdk.errors import ConfigError, ModelUnavailableError, UnknownModelError
 from roro_sdk.local.batching import AsyncBatcher
 from roro_sdk.local.engine import GenerationRequest, GenerationResult, LocalEngine
-from roro_sdk.local.registry import REGISTRY, ensure_local_model
+from roro_sdk.local.registry import REGISTRY, ensure_local_model, quiet_progress_bars
 
 PROVIDER = "roro_local"
 log = logging.getLogger("roro_sdk.local")
@@ -198,21 +198,6 @@ def _load(name: str, slot: _Slot) -> LocalEngine:
     if not Path(source).is_dir():
         raise ModelUnavailableError(f"local model {name!r}: folder {source} does not exist")
     return LocalEngine.from_pretrained(str(source), dtype=cfg.dtype, **engine_kw)
-
-
-@contextlib.contextmanager
-def quiet_progress_bars() -> Iterator[None]:
-    """No transformers/hub progress bars while a model loads or converts: each load is one log
-    line (``roro_sdk.local`` logger), not screens of nested bars. Restored afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
 
 
 def request_from_params(messages: list[Any], optional_params: dict[str, Any]) -> GenerationRequest:

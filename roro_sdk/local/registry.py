@@ -17,6 +17,7 @@ found with :func:`importlib.util.find_spec`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,13 +281,29 @@ def _assemble(entry: LocalModelEntry, work: Path) -> Path:
     return gguf
 
 
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """No transformers/hub progress bars while a model loads or converts: each load is one log
+    line (``roro_sdk.local`` logger), not screens of nested bars. Restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _convert(entry: LocalModelEntry, gguf: Path, dest: Path) -> None:
     """De-quantise the GGUF with transformers and save bf16 safetensors + tokenizer into ``dest``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    with quiet_progress_bars():  # de-quantising shows screens of nested bars otherwise
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     # The weights are de-quantised now; without this save_pretrained would record a GGUF
     # quantisation that later loads cannot honour.
     model.hf_quantizer = None
