@@ -162,7 +162,11 @@ class LocalEngine:
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """A single worker thread for blocking calls made on behalf of async code."""
+        """Deprecated: nothing in roro-sdk runs on it any more (the scheduler has its own thread)."""
+        import warnings
+
+        warnings.warn("LocalEngine.executor is deprecated and unused: requests run on the engine's scheduler "
+                      "thread (LocalEngine.submit / asubmit)", DeprecationWarning, stacklevel=2)
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"roro-local-{self.name}")
         return self._executor

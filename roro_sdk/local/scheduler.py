@@ -58,8 +58,7 @@ class ContinuousBatcher:
         self._done: list[tuple[concurrent.futures.Future, Any, bool]] = []  # resolved after the lock is released
         # the running batch
         self._rows: list[RowState] = []
-        self._cache: Any = None
-        self._mask: torch.Tensor | None = None
+        self._cache: Any = None  # every row's KV in its last ``kv_len`` columns, left-padded
 
     # ---- callers' side ------------------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> concurrent.futures.Future:
@@ -194,12 +193,6 @@ class ContinuousBatcher:
             ks += [_pad_left(kv[i][0], width) for _, kv in joined]
             vs += [_pad_left(kv[i][1], width) for _, kv in joined]
             layers.append((torch.cat(ks, dim=0), torch.cat(vs, dim=0)))
-        masks = [] if self._mask is None else [F.pad(self._mask, (width - width_old, 0))]
-        for row, _ in joined:
-            m = torch.zeros((1, width), dtype=torch.long)
-            m[0, width - row.kv_len :] = 1
-            masks.append(m)
-        self._mask = torch.cat(masks, dim=0)
         self._cache = self.engine.new_cache()
         _fill(self._cache, layers)
         self._rows += [row for row, _ in joined]
@@ -209,12 +202,12 @@ class ContinuousBatcher:
         rows = self._rows
         tokens = torch.tensor([[r.generated[-1]] for r in rows], dtype=torch.long)
         positions = torch.tensor([[r.kv_len] for r in rows], dtype=torch.long)
-        self._mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-        logits = self.engine.forward(tokens, self._mask, positions, self._cache)
+        for r in rows:  # the fed token's column
+            r.kv_len += 1
+        logits = self.engine.forward(tokens, _padding_mask(rows, self._cache.get_seq_length() + 1), positions,
+                                     self._cache)
         self.engine.stats.decode_steps += 1
         self.engine.stats.decode_rows += len(rows)
-        for r in rows:
-            r.kv_len += 1
         done = self.engine.step(rows, logits)
         gone = [j for j, (r, d) in enumerate(zip(rows, done)) if d or (r.future is not None and r.future.cancelled())]
         if not gone:
@@ -229,20 +222,18 @@ class ContinuousBatcher:
                                          [(k[j : j + 1, :, width - n :], v[j : j + 1, :, width - n :]) for k, v in kv])
         for j in gone:
             self._finish(rows[j])
-        keep = [j for j in range(len(rows)) if j not in set(gone)]
+        gone_set = set(gone)
+        keep = [j for j in range(len(rows)) if j not in gone_set]
         self._rows = [rows[j] for j in keep]
         if not keep:
             self._reset_batch()
             return
-        idx = torch.tensor(keep, dtype=torch.long)
-        self._cache.batch_select_indices(idx)
-        self._mask = self._mask[idx]
-        lead = self._mask.shape[1] - max(r.kv_len for r in self._rows)
+        self._cache.batch_select_indices(torch.tensor(keep, dtype=torch.long))
+        lead = self._cache.get_seq_length() - max(r.kv_len for r in self._rows)
         if lead >= _TRIM_AFTER:  # the widest row left: drop the columns nobody uses any more
             kv = [(k[:, :, lead:], v[:, :, lead:]) for k, v in _kv_of(self._cache)]
             self._cache = self.engine.new_cache()
             _fill(self._cache, kv)
-            self._mask = self._mask[:, lead:]
 
     # ---- ending rows ----------------------------------------------------------------------------
     def _finish(self, row: RowState) -> None:
@@ -264,7 +255,7 @@ class ContinuousBatcher:
         self._resolve()
 
     def _reset_batch(self) -> None:
-        self._rows, self._cache, self._mask = [], None, None
+        self._rows, self._cache = [], None
 
 
 def _reusable_cache(engine: Any) -> bool:
@@ -291,6 +282,12 @@ def _fill(cache: Any, kv: KV) -> None:
         layer.keys, layer.values = k, v
         layer.dtype, layer.device = k.dtype, k.device
         layer.is_initialized = True
+
+
+def _padding_mask(rows: list[RowState], width: int) -> torch.Tensor:
+    """``[B, width]``: 1 on each row's real columns (its last ``kv_len`` ones), 0 on its padding."""
+    lengths = torch.tensor([r.kv_len for r in rows], dtype=torch.long).view(-1, 1)
+    return (torch.arange(width, dtype=torch.long).view(1, -1) >= width - lengths).long()
 
 
 def _pad_left(t: torch.Tensor, width: int) -> torch.Tensor:
