@@ -16,11 +16,33 @@ def choose_pool(args: argparse.Namespace):
     from .pool import ModelPool
 
     if getattr(args, "pool", None) is not None and not args.pool.strip():  # not a silent fall back to the local models
-        raise PoolFileError("--pool is empty: give a pool file, or 'sim[:preset]', or leave --pool out for the local pool")
+        raise PoolFileError("--pool is empty: give a pool file, 'sim[:preset]' or 'tree:PATH', or leave --pool out for the local pool")
+    from .tree.replay import is_tree_spec, tree_of_spec
+
+    if is_tree_spec(getattr(args, "pool", None)):
+        return tree_of_spec(args.pool).pool(grow=bool(getattr(args, "grow_tree", False)))
     sim = pool_for(args)
     if sim is not None:
         return sim
     return ModelPool.from_file(args.pool) if getattr(args, "pool", None) else default_pool()
+
+
+def load_queries(args: argparse.Namespace) -> list:
+    """The queries of ``--dataset`` (``--limit``, ``--seed``); with no ``--dataset``, a tree pool's
+    own queries (``--pool tree:PATH``), else the bundled sample. ``--dataset tree:PATH`` names a
+    tree's queries explicitly."""
+    from .tasks import check_limit, load_dataset
+    from .tree.replay import is_tree_spec, tree_of_spec
+
+    spec = getattr(args, "dataset", None)
+    if spec is None:
+        spec = args.pool if is_tree_spec(getattr(args, "pool", None)) else "sample"
+        args.dataset = spec  # named in summaries and reports
+    if is_tree_spec(spec):
+        limit = check_limit(getattr(args, "limit", None))
+        qs = tree_of_spec(spec).queries
+        return qs[:limit] if limit is not None else qs
+    return load_dataset(spec, limit=getattr(args, "limit", None), seed=getattr(args, "seed", 0))
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

@@ -187,8 +187,14 @@ class GenerationCache:
         self.__init__(state.pop("path"), **state)  # type: ignore[misc]
 
     # ----- records ------------------------------------------------------------------------------
-    def get(self, key: str | None) -> dict[str, Any] | None:
-        """The record stored under ``key`` (a dict), or None. Counts a hit or a miss."""
+    def key(self, kwargs: dict[str, Any], messages: list[Any], *, cut: bool = True) -> str | None:
+        """The key the pool stores a call under (:func:`cache_key`)."""
+        return cache_key(kwargs, messages, cut=cut)
+
+    def get(self, key: str | None, *, request: dict[str, Any] | None = None, model: str = "") -> dict[str, Any] | None:
+        """The record stored under ``key`` (a dict), or None. Counts a hit or a miss. ``request``
+        and ``model`` (the call's parameters and pool name) are for stores that need them (a
+        routing tree); this cache keys on everything already."""
         if key is None:
             with self._lock:
                 self.stats.uncacheable += 1
@@ -205,7 +211,7 @@ class GenerationCache:
             self.stats.saved_model_time_s += float(rec.get("latency_s", 0.0))
             return rec
 
-    def put(self, key: str | None, record: dict[str, Any], *, model: str = "") -> None:
+    def put(self, key: str | None, record: dict[str, Any], *, model: str = "", request: dict[str, Any] | None = None) -> None:
         """Store ``record`` (JSON-serialisable) under ``key``; a None key is ignored."""
         if key is None:
             return

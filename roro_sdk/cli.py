@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ._cli_common import choose_pool as _pool
+from ._cli_common import load_queries
 from ._cli_common import print_table as _table
 from ._files import output_dir, output_file, write_text_file
 from ._version import __version__
@@ -132,14 +133,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.cli import attach_cache, run_eval_report, wants_report
     from .eval.report import accuracy_text, cost_text
     from .runtime import StepwiseRuntime
-    from .tasks import load_dataset
     from .trajectories import TrajectoryAppender
 
     out = _eval_out(args)  # checked (and --summary-json, --report) before anything runs or is paid for
     summary_json = output_file(args.summary_json, what="--summary-json file") if args.summary_json is not None else None
     if getattr(args, "report", None) is not None:
         output_dir(args.report, what="--report folder")
-    queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
+    queries = load_queries(args)
     routers = _routers(args.router, args.seed)
     pool = _pool(args)
     attach_cache(args, pool)
@@ -195,7 +195,10 @@ def _eval_out(args: argparse.Namespace) -> Path | None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pool", help="pool file (.yaml/.toml/.json); default: the embedded local pool")
+    p.add_argument("--pool", help="pool file (.yaml/.toml/.json), 'sim[:preset]', or 'tree:PATH' (replay a recorded "
+                                  "routing tree: no model calls); default: the embedded local pool")
+    p.add_argument("--grow-tree", action="store_true",
+                   help="with --pool tree:PATH: a step the tree lacks is made by the live model and recorded, not an error")
     p.add_argument("--max-steps", type=int, default=24)
     p.add_argument("--token-budget", type=int, default=None, help="max output tokens per query")
     p.add_argument("--cost-budget", type=float, default=None, help="max dollars per query (checked before each call)")
@@ -220,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("eval", help="evaluate routers on a dataset and print a summary")
-    p.add_argument("--dataset", default="sample", help="'sample', 'rg:<generator>', 'sim[:preset]' (test bench), or a .jsonl file")
+    p.add_argument("--dataset", default=None, help="'sample' (the default), 'rg:<generator>', 'sim[:preset]' (test bench), "
+                                                   "'tree:PATH' (a recorded tree's queries; the default with --pool tree:PATH) "
+                                                   "or a .jsonl file")
     p.add_argument("--router", default="all-small,all-large", help="comma-separated router specs")
     p.add_argument("--limit", type=int, default=None,
                    help="the first N queries (N >= 1); default: all of a file or the sample, 20 of rg:/sim")
@@ -246,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live next to the code they drive: each module has add_commands(sub, common).
-_COMMAND_MODULES: list[str] = ["roro_sdk.train.cli", "roro_sdk.train.grpo_cli", "roro_sdk.serve.cli"]
+_COMMAND_MODULES: list[str] = ["roro_sdk.train.cli", "roro_sdk.train.grpo_cli", "roro_sdk.serve.cli", "roro_sdk.tree.cli"]
 
 
 def _print_routers() -> int:

@@ -55,6 +55,11 @@ class PermanentModelError(ModelCallError):
     """A failure that retrying cannot fix (authentication, bad request, unknown model on the server)."""
 
 
+class OutsideTreeError(ModelCallError):
+    """A replayed call that the recorded routing tree does not hold (a path it never expanded, or
+    logprobs it was recorded without); grow the tree to have it called live and recorded."""
+
+
 class ModelUnavailableError(RoroError):
     """A local model cannot be loaded (a package is missing, a file is corrupt); the message names the fix."""
 
@@ -73,6 +78,10 @@ class DatasetError(RoroError, ValueError):
 
 class OutputValidationError(RoroError):
     """A model's structured output stayed invalid after the allowed number of re-asks."""
+
+
+class TreeMismatchError(ConfigError):
+    """A routing tree was recorded with another pool, prompt template or decoding than the one given."""
 
 
 class TrainingConfigError(ConfigError):

@@ -359,6 +359,13 @@ class ModelPool:
         return self.call_cost_bound(name, self.messages(name, question, steps), max_tokens or self[name].max_tokens_per_step)
 
     # ----- generation -------------------------------------------------------------------------
+    def request_params(self, name: str, *, max_tokens: int | None = None, logprobs: bool = False,
+                       top_logprobs: int | None = None) -> dict[str, Any]:
+        """The LiteLLM parameters of a step request to model ``name`` (everything but the
+        messages), as :meth:`agenerate` sends them; a store keys recorded calls on them."""
+        spec = self[name]
+        return self._kwargs(spec, max_tokens or spec.max_tokens_per_step, logprobs, top_logprobs)
+
     def _kwargs(self, spec: ModelSpec, max_tokens: int, logprobs: bool, top_logprobs: int | None) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "model": spec.model,
@@ -462,10 +469,11 @@ class ModelPool:
         t0 = time.perf_counter()
         key = None
         if self.cache is not None:
-            from .cache import cache_key
-
-            key = cache_key(kwargs, msgs, cut=cut)
-            hit = self.cache.get(key)
+            key = self.cache.key(kwargs, msgs, cut=cut)
+            hit = self.cache.get(key, request=kwargs, model=spec.name)
+            if hit is not None and not allow_empty and not str(hit.get("text") or "").strip() and not getattr(self.cache, "live", True):
+                # a replay-only store cannot retry: a recorded empty step fails as the live retries would
+                raise TransientModelError(f"model {spec.name!r} wrote an empty step (as recorded)", model=spec.name)
             if hit is not None and (allow_empty or str(hit.get("text") or "").strip()):
                 if before_call is not None:
                     before_call(spec.name, msgs, max_tokens)  # a hit is accounted at current prices
@@ -500,7 +508,8 @@ class ModelPool:
         if key is not None:
             self.cache.put(key, {"text": gen.text, "input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens,
                                  "cost_usd": gen.cost_usd, "latency_s": gen.latency_s, "finish_reason": gen.finish_reason,
-                                 "token_logprobs": gen.token_logprobs, "top_logprobs": gen.top_logprobs}, model=spec.name)
+                                 "token_logprobs": gen.token_logprobs, "top_logprobs": gen.top_logprobs}, model=spec.name,
+                           request=kwargs)
         return gen
 
     def _call_error(self, spec: ModelSpec, e: Exception, attempts: int) -> ModelCallError:

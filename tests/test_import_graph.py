@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"routers", "sim"},  # the sim bench is a provider plus its own oracle routers
     {"runtime"},
     {"rubric", "judge", "rewards", "pairs", "collect", "structured", "trajectory_text"},
-    {"policy", "train", "eval", "_cli_common"},
+    {"policy", "train", "eval", "tree", "_cli_common"},
     {"testing", "cli", "serve", "_install", "__init__", "__main__"},
 ]
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from .metrics import oracle_curve, pareto_frontier, trade_off
-from .results import Analysis, CurvePoint, CurveResult, OracleResult, RunResult
+from .results import Analysis, BestPossible, CurvePoint, CurveResult, OracleResult, RunResult
 
 SMALL, LARGE = "all-small", "all-large"
 
@@ -110,3 +110,27 @@ def _oracle(runs: Sequence[RunResult]) -> OracleResult | None:
     steps = sum(o[3] for o in chosen)
     return OracleResult(accuracy=curve[-1][1], mean_cost_usd=curve[-1][0],
                         large_step_share=sum(o[2] for o in chosen) / steps if steps else 0.0, curve=curve)
+
+
+def best_possible(tree, queries, pool, runs: Sequence[RunResult], small_accuracy: float | None) -> BestPossible:
+    """The exact best routing inside ``tree`` (a :class:`~roro_sdk.tree.RoutingTree`) for
+    ``queries``, priced by ``pool``, and each run's share of the gain achievable at its cost."""
+    from ..tree import best_frontier
+
+    trees = tree.query_trees(queries, pool=pool)
+    pts = best_frontier(trees)
+    top = pts[-1] if pts else None
+    bp = BestPossible(tree=str(tree.folder), depth=tree.manifest.recording.depth,
+                      accuracy=top.accuracy if top else 0.0, mean_cost_usd=top.mean_cost_usd if top else 0.0,
+                      curve=[(p.mean_cost_usd, p.accuracy) for p in pts])
+    return with_gain_shares(bp, runs, small_accuracy)
+
+
+def with_gain_shares(bp: BestPossible, runs: Sequence[RunResult], small_accuracy: float | None) -> BestPossible:
+    from ..tree import FrontierPoint, gain_share
+
+    if small_accuracy is None:
+        return bp
+    pts = [FrontierPoint(c, a) for c, a in bp.curve]
+    shares = {r.label: gain_share(r.accuracy, r.mean_cost_usd, small_accuracy, pts) for r in runs if r.n_checked}
+    return bp.model_copy(update={"gain_share": shares})

@@ -238,6 +238,12 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
                       dataset=dataset, n_queries=len(qs), pool={"small": pool.small, "large": pool.large, "models": models},
                       settings=settings, runs=runs)
     res.analysis = analyze(runs)
+    tree = getattr(pool.cache, "folder", None) if type(pool.cache).__name__ == "TreeStore" else None
+    if tree is not None:  # the runs replayed a recorded tree: the exact best possible over it, for these queries
+        from ..tree import RoutingTree
+        from .analysis import best_possible
+
+        res.analysis.best_possible = best_possible(RoutingTree(tree), qs, pool, runs, res.analysis.small_accuracy)
     return res
 
 

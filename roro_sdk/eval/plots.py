@@ -81,6 +81,12 @@ def plot_tradeoff(results: EvalResults, path: str | Path, *, title: str | None =
             if xkey == "mean_cost_usd" and len(a.oracle.curve) > 1:
                 ax.plot([c for c, _ in a.oracle.curve], [y for _, y in a.oracle.curve], color="C3", lw=0.8, ls=":", zorder=2)
             ax.plot([x], [a.oracle.accuracy], marker="*", ms=13, color="C3", ls="none", zorder=6, label="per-query oracle")
+        if a.best_possible is not None and xkey == "mean_cost_usd" and a.best_possible.curve:
+            bc = list(a.best_possible.curve)
+            right = max([r.mean_cost_usd for r in results.runs] + [bc[-1][0]])
+            bc.append((right, bc[-1][1]))  # spending more buys nothing over the best: flat to the right
+            ax.plot([c for c, _ in bc], [y for _, y in bc], color="black", lw=1.4, zorder=3, drawstyle="default",
+                    label="best possible (tree)")
         ax.grid(alpha=0.3)
         ax.set_ylabel("accuracy")
     ax_cost.set_xlabel("mean cost per query (US$)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._files import output_dir
-from .analysis import analyze
+from .analysis import analyze, with_gain_shares
 from .results import CurveResult, EvalResults
 
 RESULTS, MARKDOWN, FIGURE = "results.json", "report.md", "tradeoff.png"
@@ -105,6 +105,16 @@ def render_markdown(results: EvalResults, *, figure: str | None = FIGURE) -> str
         lines += ["", "## Ceiling and frontier", "",
                   f"Per-query oracle (for each query, the cheapest observed run that was correct): **{pct(o.accuracy)}** at "
                   f"{_usd(o.mean_cost_usd)}/query, {pct(o.large_step_share)} large steps."]
+    if a.best_possible is not None:
+        b = a.best_possible
+        lines += ["", "## Best possible (exact, over the recorded routing tree)", "",
+                  f"Tree `{b.tree}` (branching depth {b.depth}): every query on its cheapest correct recorded routing gives "
+                  f"**{pct(b.accuracy)}** at {_usd(b.mean_cost_usd)}/query; the black line of the plot is the best "
+                  "achievable accuracy at each cost. Share of the achievable gain = (accuracy - all-small's) / (best "
+                  "accuracy at the same cost - all-small's).", ""]
+        lines += _table([["router", "accuracy", "$/query", "best possible at that cost", "share of achievable gain"]] + [
+            [r.label, pct(r.accuracy), _usd(r.mean_cost_usd), pct(_best_at(b, r.mean_cost_usd)), pct(b.gain_share.get(r.label))]
+            for r in r0.runs if r.role != "random"])
     if a.frontier:
         lines += ["", "Pareto frontier of the observed points (no other point is both cheaper and more accurate):", ""]
         lines += [f"- {p.label}: {pct(p.accuracy)} at {_usd(p.mean_cost_usd)}/query" for p in a.frontier]
@@ -118,6 +128,12 @@ def render_markdown(results: EvalResults, *, figure: str | None = FIGURE) -> str
         lines += ["", "## Notes", ""] + [f"- {n}" for n in a.notes]
     lines += ["", "How to read this report: docs/evaluation.md. Rebuild it from the saved runs with `roro report <dir>`.", ""]
     return "\n".join(lines)
+
+
+def _best_at(b, cost: float) -> float | None:
+    from ..tree import FrontierPoint, best_at_cost
+
+    return best_at_cost([FrontierPoint(c, a) for c, a in b.curve], cost)
 
 
 def write_report(results: EvalResults, out_dir: str | Path, *, plots: bool = True, title: str | None = None) -> dict[str, Path]:
@@ -137,5 +153,8 @@ def write_report(results: EvalResults, out_dir: str | Path, *, plots: bool = Tru
 def rebuild_report(out_dir: str | Path, *, plots: bool = True, title: str | None = None) -> dict[str, Path]:
     """Re-analyse the runs saved in ``out_dir/results.json`` and rewrite the report."""
     res = EvalResults.load(out_dir)
+    bp = res.analysis.best_possible  # computed from the tree when the runs were made; kept, shares recomputed
     res.analysis = analyze(res.runs)
+    if bp is not None:
+        res.analysis.best_possible = with_gain_shares(bp, res.runs, res.analysis.small_accuracy)
     return write_report(res, Path(out_dir) if Path(out_dir).is_dir() else Path(out_dir).parent, plots=plots, title=title)

@@ -105,6 +105,19 @@ class OracleResult(_M):
     curve: list[tuple[float, float]] = Field(description="(mean cost, accuracy): best accuracy reachable at each budget")
 
 
+class BestPossible(_M):
+    """The exact best routing inside a recorded routing tree (``--pool tree:PATH``), for the same
+    queries: what no router over that tree can beat."""
+
+    tree: str
+    depth: int = Field(description="routing decisions branched over before single-model completion (see docs/trees.md)")
+    accuracy: float = Field(description="every query on its cheapest correct routing, where it has one")
+    mean_cost_usd: float
+    curve: list[tuple[float, float]] = Field(description="(mean cost, accuracy): the best achievable frontier")
+    gain_share: dict[str, float | None] = Field(default_factory=dict, description=(
+        "per run: (its accuracy - all-small's) / (best accuracy at its cost - all-small's)"))
+
+
 class Analysis(_M):
     """Everything derived from the runs (rebuilt by ``roro report``)."""
 
@@ -118,6 +131,7 @@ class Analysis(_M):
     random_curve: CurveResult | None = None
     frontier: list[CurvePoint] = Field(default_factory=list)
     oracle: OracleResult | None = None
+    best_possible: BestPossible | None = None
     notes: list[str] = Field(default_factory=list)
 
 

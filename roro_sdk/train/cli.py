@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from .._cli_common import choose_pool as _pool
+from .._cli_common import load_queries
 from .._cli_common import print_table as _table
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from ..collect import acollect
-    from ..tasks import load_dataset
     from .._sync import run_sync
 
-    queries = load_dataset(args.dataset, limit=args.limit, seed=args.seed)
+    queries = load_queries(args)
     pool = _pool(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     res = run_sync(acollect(queries, pool, policies, out=args.out, rollouts=args.rollouts, concurrency=args.concurrency,
@@ -177,7 +177,9 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, common: Any) -> None:
     p = sub.add_parser("collect", help="collect routed trajectories from several policies (resumable)")
-    p.add_argument("--dataset", default="sample", help="'sample', 'sim[:preset,...]', 'rg:<generator>' or a .jsonl file")
+    p.add_argument("--dataset", default=None, help="'sample' (the default), 'rg:<generator>', 'sim[:preset]' (test bench), "
+                                                   "'tree:PATH' (a recorded tree's queries; the default with --pool tree:PATH) "
+                                                   "or a .jsonl file")
     p.add_argument("--policies", default="all-small,all-large,random:0.25,random:0.5,random:0.75",
                    help="comma-separated router specs (see 'roro routers'); each is part of the trajectory ids")
     p.add_argument("--rollouts", type=int, default=1, help="runs per (query, policy), seeded seed+r")

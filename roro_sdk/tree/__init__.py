@@ -1,0 +1,21 @@
+"""Routing trees recorded from real models: zero-call replay and the exact best possible router.
+
+With greedy decoding a step is a pure function of (model, prefix), so the trajectories every
+router can produce on a query form a tree. Recorded once (:func:`record_tree`, ``roro
+record-tree``), it answers every router, evaluation and GRPO rollout with no model call
+(:class:`RoutingTree`, ``--pool tree:PATH``), and the best routing inside it is computed exactly
+(:func:`best_frontier`, the "best possible" line of ``roro eval --report``).
+"""
+
+from .manifest import RecordingSettings, TreeManifest, check_pool
+from .paths import FrontierPoint, Leaf, QueryTree, best_at_cost, best_for_weight, best_frontier, gain_share, walk
+from .queries import read_queries
+from .record import RecordResult, arecord_tree, record_tree
+from .replay import RoutingTree, is_tree_spec, tree_of_spec
+from .store import TreeStore
+
+__all__ = [
+    "FrontierPoint", "Leaf", "QueryTree", "RecordResult", "RecordingSettings", "RoutingTree", "TreeManifest", "TreeStore",
+    "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier", "check_pool", "gain_share", "is_tree_spec",
+    "read_queries", "record_tree", "tree_of_spec", "walk",
+]

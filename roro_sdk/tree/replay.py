@@ -1,0 +1,72 @@
+"""A recorded tree as a pool: every router, evaluation, collection and GRPO rollout over it calls no model.
+
+``RoutingTree(folder).pool()`` is a :class:`~roro_sdk.pool.ModelPool` whose cache is the tree's
+store in replay mode: each step or side call is answered from the recording, with its original
+tokens (so its cost at the pool's prices), and a call the tree does not hold raises
+:class:`~roro_sdk.errors.OutsideTreeError`, which fails that query only. With ``grow=True`` such a
+call is made live instead and recorded, so the tree grows (that needs the models and any API keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..pool import ModelPool
+from ..types import Query
+from .manifest import TreeManifest, check_pool
+from .paths import FrontierPoint, QueryTree, best_frontier, walk
+from .queries import read_queries
+from .store import TreeStore
+
+TREE_PREFIX = "tree:"
+
+
+class RoutingTree:
+    """A routing tree folder (``manifest.json``, ``queries.jsonl``, ``calls.jsonl[.gz]``)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.manifest = TreeManifest.load(self.folder)
+        self._store: TreeStore | None = None
+
+    @property
+    def store(self) -> TreeStore:
+        if self._store is None:
+            self._store = TreeStore(self.folder, live=False, seed_in_key=self.manifest.recording.seed_in_key)
+        return self._store
+
+    @property
+    def queries(self) -> list[Query]:
+        return read_queries(self.folder)
+
+    def pool(self, *, grow: bool = False, like: ModelPool | None = None) -> ModelPool:
+        """The replay pool. ``like``: a pool of your own (its prices, retries, fallbacks) that must
+        write what the tree was recorded with (else :class:`TreeMismatchError`)."""
+        if like is not None:
+            check_pool(self.manifest, like, folder=self.folder)
+        base = like or self.manifest.make_pool(keys=grow)
+        store = TreeStore(self.folder, live=True, seed_in_key=self.manifest.recording.seed_in_key) if grow else self.store
+        return ModelPool(base.specs, allow_unpriced=base.allow_unpriced, prompt=base.prompt, retry=base.retry, cache=store)
+
+    def query_trees(self, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None) -> list[QueryTree]:
+        """Every recorded routing of each query (default: all of the tree's), priced by ``pool``."""
+        rec = self.manifest.recording
+        p = pool or self.manifest.make_pool()
+        return [walk(p, self.store, q, depth=rec.depth, max_steps=rec.max_steps, stop_on_repeat=rec.stop_on_repeat)
+                for q in (self.queries if queries is None else queries)]
+
+    def frontier(self, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None) -> list[FrontierPoint]:
+        return best_frontier(self.query_trees(queries, pool=pool))
+
+    def __repr__(self) -> str:
+        return f"RoutingTree({str(self.folder)!r})"
+
+
+def is_tree_spec(spec: str | None) -> bool:
+    return isinstance(spec, str) and spec.startswith(TREE_PREFIX)
+
+
+def tree_of_spec(spec: str) -> RoutingTree:
+    """``tree:PATH`` -> the tree at PATH."""
+    return RoutingTree(spec[len(TREE_PREFIX):])

@@ -1,0 +1,243 @@
+"""Routing trees: recording, zero-call replay equal to live runs, the exact optimum, resume after kill -9.
+
+The sim bench gives exact ground truth (its own oracle, :func:`roro_sdk.sim.optimal.oracle_routing`);
+tiny fp32 models built from a config check the same on the real local engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from roro_sdk.errors import ConfigError, OutsideTreeError, TreeMismatchError
+from roro_sdk.pool import ModelPool
+from roro_sdk.prompts import PromptTemplate
+from roro_sdk.routers import make_router
+from roro_sdk.runtime import StepwiseRuntime
+from roro_sdk.sim import parse_sim_spec, sim_pool, sim_queries
+from roro_sdk.sim.optimal import oracle_routing
+from roro_sdk.tree import (
+    FrontierPoint,
+    Leaf,
+    QueryTree,
+    RoutingTree,
+    TreeStore,
+    best_at_cost,
+    best_for_weight,
+    best_frontier,
+    record_tree,
+)
+from roro_sdk.types import Query
+
+SPEC = "sim:min_steps=2,max_steps=4"
+ROUTERS = ["all-small", "all-large", "random:0.5", "steer:0.8", "specreason:0.5", "trim:0.5", "query:0.5"]
+SIDE = [r for r in ROUTERS if r not in ("all-small", "all-large")]
+
+
+def _steps(t):
+    return [s.model_dump(exclude={"latency_s", "side_calls"}) | {"side": [c.model_dump(exclude={"latency_s"}) for c in s.side_calls]}
+            for s in t.steps]
+
+
+def assert_same_runs(live, replayed):
+    assert len(live) == len(replayed)
+    for a, b in zip(live, replayed):
+        assert _steps(a) == _steps(b), a.query.id
+        assert (a.answer, a.correct, a.stop_reason, a.usage) == (b.answer, b.correct, b.stop_reason, b.usage)
+
+
+@pytest.fixture(scope="module")
+def sim_tree(tmp_path_factory):
+    cfg = parse_sim_spec(SPEC)
+    pool = sim_pool(cfg)
+    qs = sim_queries(SPEC, n=16, seed=5)
+    folder = tmp_path_factory.mktemp("tree") / "sim"
+    res = record_tree(pool, qs, folder, depth=5, max_steps=12, routers=SIDE, compact=True)
+    assert res.complete and not res.errors
+    return cfg, pool, qs, folder
+
+
+def test_replay_equals_live_for_every_baseline_with_zero_calls(sim_tree):
+    _, pool, qs, folder = sim_tree
+    tree = RoutingTree(folder)
+    rp = tree.pool()
+    for spec in ROUTERS:
+        live = StepwiseRuntime(pool, make_router(spec, seed=3), max_steps=12).run_many(qs)
+        before = rp.cache.stats.misses
+        rep = StepwiseRuntime(rp, make_router(spec, seed=3), max_steps=12).run_many(qs)
+        assert rp.cache.stats.misses == before, spec  # every call answered by the tree
+        assert_same_runs(live, rep)
+
+
+def test_cheapest_correct_routing_is_the_sim_oracle(sim_tree):
+    cfg, _, qs, folder = sim_tree
+    trees = RoutingTree(folder).query_trees()
+    assert [t.query.id for t in trees] == [q.id for q in qs]
+    for q, t in zip(qs, trees):
+        assert t.missing == 0
+        n_steps = len(t.routing(["small"]).routing)  # a complete tree: every routing of the task is a leaf
+        assert len(t.leaves) == 2 ** n_steps
+        oracle = oracle_routing(q, cfg)
+        best = t.cheapest_correct
+        assert (oracle is None) == (best is None)
+        if oracle is not None:
+            assert best.cost_usd == pytest.approx(oracle[1], rel=1e-9)
+            assert list(best.routing) == oracle[0]
+
+
+def test_frontier_is_exact_against_brute_force():
+    rng = random.Random(0)
+    for _ in range(30):
+        trees = []
+        for i in range(4):
+            leaves = [Leaf(routing=(str(j),), stop="answer", answer=None, correct=rng.random() < 0.4,
+                           cost_usd=round(rng.uniform(0.1, 2.0), 3), output_tokens={}) for j in range(rng.randint(1, 4))]
+            trees.append(QueryTree(query=Query(id=f"q{i}", question="x"), leaves=leaves))
+        front = best_frontier(trees)
+        combos = [(sum(l.cost_usd for l in c) / 4, sum(l.correct for l in c) / 4) for c in itertools.product(*(t.leaves for t in trees))]
+        for cost, acc in combos:  # nothing any routing achieves lies above the frontier
+            assert acc <= best_at_cost(front, cost) + 1e-12
+        for p in front:  # and every vertex is achieved by some routing
+            assert any(abs(c - p.mean_cost_usd) < 1e-9 and abs(a - p.accuracy) < 1e-9 for c, a in combos)
+        for lam in (0.0, 0.3, 1.0, 5.0):  # the best point for a cost weight is a frontier vertex
+            b = best_for_weight(trees, lam)
+            assert b.accuracy - lam * b.mean_cost_usd >= max(a - lam * c for c, a in combos) - 1e-9
+
+
+def test_outside_tree_is_a_typed_error_or_grows_the_tree(tmp_path):
+    pool = sim_pool(parse_sim_spec(SPEC))
+    qs = sim_queries(SPEC, n=3, seed=1)
+    folder = tmp_path / "t"
+    record_tree(pool, qs, folder, depth=0, max_steps=12)  # all-small and all-large only: no STEER probe
+    tree = RoutingTree(folder)
+    rt = StepwiseRuntime(tree.pool(), make_router("steer:0.8", seed=1), max_steps=12)
+    trajs = rt.run_many(qs)
+    assert all(t.stop_reason == "error" and t.metadata["error_type"] == "OutsideTreeError" for t in trajs)
+    with pytest.raises(OutsideTreeError, match="outside the recorded tree"):
+        rt.run(next(q for q, t in zip(qs, trajs) if t.stop_reason == "error"))
+    n0 = len(TreeStore(folder))
+    grown = StepwiseRuntime(tree.pool(grow=True), make_router("steer:0.8", seed=1), max_steps=12).run_many(qs)
+    assert not any(t.error for t in grown) and len(TreeStore(folder)) > n0
+    again = StepwiseRuntime(RoutingTree(folder).pool(), make_router("steer:0.8", seed=1), max_steps=12).run_many(qs)
+    assert_same_runs(grown, again)
+
+
+def test_mismatched_pool_and_settings_are_refused(tmp_path):
+    pool = sim_pool(parse_sim_spec(SPEC))
+    qs = sim_queries(SPEC, n=2, seed=1)
+    folder = tmp_path / "t"
+    record_tree(pool, qs, folder, depth=1, max_steps=12)
+    other = ModelPool([s.model_copy(update={"max_tokens_per_step": 7}) for s in pool.specs])
+    with pytest.raises(TreeMismatchError, match="max_tokens_per_step"):
+        RoutingTree(folder).pool(like=other)
+    with pytest.raises(TreeMismatchError, match="prompt template"):
+        RoutingTree(folder).pool(like=ModelPool(pool.specs, prompt=PromptTemplate(system="Be brief.")))
+    with pytest.raises(TreeMismatchError, match="depth"):
+        record_tree(pool, qs, folder, depth=2, max_steps=12)
+    with pytest.raises(TreeMismatchError, match="models"):
+        record_tree(ModelPool(pool.specs[:1]), qs, folder, depth=1, max_steps=12)
+    with pytest.raises(ConfigError, match="temperature"):
+        hot = [s.model_copy(update={"sampling": s.sampling.model_copy(update={"temperature": 0.7})}) for s in pool.specs]
+        record_tree(ModelPool(hot), qs, tmp_path / "hot")
+    # prices are not pinned: a replay prices the recorded tokens at the pool's prices
+    dear = ModelPool([s.model_copy(update={"output_price_per_m": (s.output_price_per_m or 0) * 2}) for s in pool.specs])
+    RoutingTree(folder).pool(like=dear)
+
+
+_RECORD_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import roro_sdk.sim.provider as prov
+    from roro_sdk.sim import parse_sim_spec, sim_pool, sim_queries
+    from roro_sdk.tree import record_tree
+    real = prov.sim_complete
+    def slow(*a, **k):
+        time.sleep(0.01)  # a real model's latency, so the recording can be killed midway
+        return real(*a, **k)
+    prov.sim_complete = slow
+    spec = "%s"
+    record_tree(sim_pool(parse_sim_spec(spec)), sim_queries(spec, n=10, seed=2), sys.argv[1], depth=2, max_steps=12,
+                routers=["steer:0.8"], concurrency=2)
+""" % SPEC)
+
+
+def _record(folder: Path, *, kill_after_lines: int | None = None) -> None:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", _RECORD_SCRIPT, str(folder)], env=env)
+    if kill_after_lines is None:
+        assert proc.wait(timeout=240) == 0
+        return
+    calls = folder / "calls.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if calls.is_file() and calls.read_bytes().count(b"\n") >= kill_after_lines:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the recording ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _content(folder: Path) -> dict:
+    return {r["k"]: {k: v for k, v in r["r"].items() if k != "latency_s"} for r in TreeStore(folder).records()}
+
+
+def test_kill_9_during_recording_then_rerun_gives_the_identical_tree(tmp_path):
+    _record(tmp_path / "whole")
+    _record(tmp_path / "killed", kill_after_lines=40)
+    partial = _content(tmp_path / "killed")
+    assert 40 <= len(partial) < len(_content(tmp_path / "whole"))
+    _record(tmp_path / "killed")
+    assert _content(tmp_path / "killed") == _content(tmp_path / "whole")
+    lines = (tmp_path / "killed" / "calls.jsonl").read_bytes().splitlines()
+    assert len(lines) == len({json.loads(x)["k"] for x in lines})  # nothing recorded twice
+
+
+def test_compacted_tree_is_deterministic_and_replays(sim_tree, tmp_path):
+    _, pool, qs, folder = sim_tree
+    assert not (folder / "calls.jsonl").exists() and (folder / "calls.jsonl.gz").is_file()
+    again = tmp_path / "again"
+    record_tree(pool, qs, again, depth=5, max_steps=12, routers=SIDE, compact=True)
+    a, b = (folder / "calls.jsonl.gz").read_bytes(), (again / "calls.jsonl.gz").read_bytes()
+    assert _strip_latency(a) == _strip_latency(b)
+
+
+def _strip_latency(gz: bytes) -> list:
+    import gzip
+
+    return [{k: v for k, v in json.loads(x)["r"].items() if k != "latency_s"} for x in gzip.decompress(gz).splitlines()]
+
+
+def test_cli_record_tree_info_and_eval_report_best_possible(tmp_path, capsys):
+    from roro_sdk.cli import main
+
+    out = tmp_path / "tree"
+    assert main(["record-tree", "--out", str(out), "--dataset", SPEC, "--limit", "6", "--depth", "1", "--max-steps", "12",
+                 "--routers", "steer:0.8", "-q", "--compact"]) == 0
+    assert main(["tree", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.split("tree: " + str(out) + "\n", 1)[-1])
+    assert info["queries"] == 6 and info["depth"] == 1 and info["missing_branches"] == 0 and info["frontier"]
+    rep = tmp_path / "rep"
+    assert main(["eval", "--pool", f"tree:{out}", "--router", "steer:0.8", "--max-steps", "12", "--report", str(rep),
+                 "--no-plots", "-q"]) == 0
+    md = (rep / "report.md").read_text()
+    assert "Best possible (exact, over the recorded routing tree)" in md and "share of achievable gain" in md
+    assert main(["report", str(rep), "--no-plots"]) == 0  # a rebuilt report keeps the best possible
+    assert "Best possible" in (rep / "report.md").read_text()
+    assert main(["record-tree", "--out", str(tmp_path / "bad"), "--dataset", SPEC, "--depth", "-1"]) != 0
+    assert "depth must be" in capsys.readouterr().err
+
+
+def test_frontier_helpers_edge_cases():
+    assert best_frontier([]) == [] and best_at_cost([], 1.0) is None
+    pts = [FrontierPoint(1.0, 0.5), FrontierPoint(2.0, 1.0)]
+    assert best_at_cost(pts, 0.5) == 0.5 and best_at_cost(pts, 1.5) == pytest.approx(0.75) and best_at_cost(pts, 9) == 1.0
