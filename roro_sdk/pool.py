@@ -472,8 +472,16 @@ class ModelPool:
             key = self.cache.key(kwargs, msgs, cut=cut)
             hit = self.cache.get(key, request=kwargs, model=spec.name)
             if hit is not None and not allow_empty and not str(hit.get("text") or "").strip() and not getattr(self.cache, "live", True):
-                # a replay-only store cannot retry: a recorded empty step fails as the live retries would
-                raise TransientModelError(f"model {spec.name!r} wrote an empty step (as recorded)", model=spec.name)
+                # a replay-only store cannot retry (greedy retries write the same): the call is paid
+                # once and fails as the live retries would
+                if before_call is not None:
+                    before_call(spec.name, msgs, max_tokens)
+                gen = self._from_cache(spec, hit, time.perf_counter() - t0)
+                gen.discarded = f"empty completion (finish_reason={gen.finish_reason})"
+                if on_paid is not None:
+                    on_paid(gen)
+                raise TransientModelError(f"model {spec.name!r} failed after 1 attempt(s): {gen.discarded} (as recorded)",
+                                          model=spec.name)
             if hit is not None and (allow_empty or str(hit.get("text") or "").strip()):
                 if before_call is not None:
                     before_call(spec.name, msgs, max_tokens)  # a hit is accounted at current prices

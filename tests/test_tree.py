@@ -44,8 +44,12 @@ ROUTERS = ["all-small", "all-large", "random:0.5", "steer:0.8", "specreason:0.5"
 SIDE = [r for r in ROUTERS if r not in ("all-small", "all-large")]
 
 
+# Derived from logprobs: equal to float rounding (a batch of 8 and a batch of 1 sum in another order).
+_SCORES = {"latency_s", "side_calls", "probabilities", "confidence"}
+
+
 def _steps(t):
-    return [s.model_dump(exclude={"latency_s", "side_calls"}) | {"side": [c.model_dump(exclude={"latency_s"}) for c in s.side_calls]}
+    return [s.model_dump(exclude=_SCORES) | {"side": [c.model_dump(exclude={"latency_s"}) for c in s.side_calls]}
             for s in t.steps]
 
 
@@ -54,6 +58,11 @@ def assert_same_runs(live, replayed):
     for a, b in zip(live, replayed):
         assert _steps(a) == _steps(b), a.query.id
         assert (a.answer, a.correct, a.stop_reason, a.usage) == (b.answer, b.correct, b.stop_reason, b.usage)
+        for sa, sb in zip(a.steps, b.steps):
+            assert sa.probabilities == pytest.approx(sb.probabilities, abs=1e-5)
+            assert (sa.confidence is None) == (sb.confidence is None)
+            if sa.confidence is not None:
+                assert sa.confidence == pytest.approx(sb.confidence, abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +250,41 @@ def test_frontier_helpers_edge_cases():
     assert best_frontier([]) == [] and best_at_cost([], 1.0) is None
     pts = [FrontierPoint(1.0, 0.5), FrontierPoint(2.0, 1.0)]
     assert best_at_cost(pts, 0.5) == 0.5 and best_at_cost(pts, 1.5) == pytest.approx(0.75) and best_at_cost(pts, 9) == 1.0
+
+
+def test_replay_on_tiny_local_models_equals_the_live_run(tmp_path):
+    """The real local engine (continuous batching, prefix cache) with tiny fp32 models: a tree
+    recorded with logprobs at concurrency 8 replays every baseline exactly as a live run at
+    concurrency 1 computes it (fp32 greedy is batch-invariant here; bf16 need not be)."""
+    torch = pytest.importorskip("torch")
+    from roro_sdk.hf import tiny_causal_lm
+    from roro_sdk.local import clear_local_engines, register_local_model, register_local_provider
+    from roro_sdk.types import ModelSpec
+    from tests.test_local_engine import build_tokenizer
+
+    tok = build_tokenizer()
+    models = {}
+    for i, name in enumerate(("tree-tiny-a", "tree-tiny-b")):
+        models[name] = tiny_causal_lm(tok, num_kv_heads=2, max_positions=1024, init_std=0.2, seed=10 + i).float()
+        register_local_model(name, lambda m=models[name]: (m, tok), batch_window_ms=5)
+    register_local_provider()
+    specs = [ModelSpec(name=n.removeprefix("tree-tiny-"), model=f"roro_local/{n}", mode="prefix", input_price_per_m=p,
+                       output_price_per_m=2 * p, max_tokens_per_step=6, max_retries=0, sampling={"temperature": 0.0, "top_p": 1.0})
+             for n, p in (("tree-tiny-a", 0.1), ("tree-tiny-b", 1.0))]
+    pool = ModelPool(specs)
+    qs = [Query(id=f"t{i}", question=q, answer="12") for i, q in enumerate(
+        ["Tom has three boxes of four apples. How many apples?", "What is 3 times 4?", "Add 5 and 7."])]
+    routers = ["all-small", "all-large", "random:0.5", "trim:0.5", "steer:0.8"]
+    try:
+        with torch.inference_mode():
+            res = record_tree(pool, qs, tmp_path / "tiny", depth=1, max_steps=3, routers=routers[2:], concurrency=8, seed=2)
+            assert res.complete and res.calls > 0
+            rp = RoutingTree(tmp_path / "tiny").pool()
+            for spec in routers:
+                live = StepwiseRuntime(pool, make_router(spec, seed=2), max_steps=3).run_many(qs, concurrency=1)
+                rep = StepwiseRuntime(rp, make_router(spec, seed=2), max_steps=3).run_many(qs)
+                assert_same_runs(live, rep)
+        manifest = RoutingTree(tmp_path / "tiny").manifest
+        assert manifest.weights["a"]["dtype"] == "float32" and manifest.recording.depth == 1
+    finally:
+        clear_local_engines()

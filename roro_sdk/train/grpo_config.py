@@ -38,8 +38,10 @@ class GRPOConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field("sim:careful,hint_accuracy=0.95", description="'sim[:preset,...]', 'rg:<name>', 'sample' or a .jsonl path")
-    pool: str | None = Field(None, description="pool file; default: the sim pool for sim datasets, else the local pool")
+    dataset: str = Field("sim:careful,hint_accuracy=0.95",
+                         description="'sim[:preset,...]', 'rg:<name>', 'sample', 'tree:PATH' (a recorded tree's queries) or a .jsonl path")
+    pool: str | None = Field(None, description="pool file or 'tree:PATH' (replay a recorded routing tree); default: the sim "
+                                              "pool for sim datasets, else the local pool")
     train_queries: int = Field(64, ge=1)
     eval_queries: int = Field(32, ge=0)
     seed: int = 0
@@ -142,7 +144,11 @@ def pool_and_queries(cfg: GRPOConfig) -> tuple[ModelPool, list[Query], list[Quer
     from ..pool import ModelPool
     from ..tasks import load_dataset
 
-    if cfg.pool:
+    from ..tree.replay import is_tree_spec, tree_of_spec
+
+    if is_tree_spec(cfg.pool):  # a recorded routing tree: rollouts replay it, no model is called
+        pool = tree_of_spec(cfg.pool).pool()
+    elif cfg.pool:
         pool = ModelPool.from_file(cfg.pool)
     elif cfg.dataset.startswith("sim"):
         from ..sim import parse_sim_spec, sim_pool
@@ -152,7 +158,8 @@ def pool_and_queries(cfg: GRPOConfig) -> tuple[ModelPool, list[Query], list[Quer
         from ..defaults import default_pool
 
         pool = default_pool()
-    queries = load_dataset(cfg.dataset, limit=cfg.train_queries + cfg.eval_queries, seed=cfg.seed)
+    n = cfg.train_queries + cfg.eval_queries
+    queries = tree_of_spec(cfg.dataset).queries[:n] if is_tree_spec(cfg.dataset) else load_dataset(cfg.dataset, limit=n, seed=cfg.seed)
     return pool, queries[: cfg.train_queries], queries[cfg.train_queries:]
 
 
