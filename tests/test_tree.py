@@ -288,3 +288,30 @@ def test_replay_on_tiny_local_models_equals_the_live_run(tmp_path):
         assert manifest.weights["a"]["dtype"] == "float32" and manifest.recording.depth == 1
     finally:
         clear_local_engines()
+
+
+def test_cost_cap_stops_before_passing_it_and_a_rerun_continues(tmp_path):
+    pool = sim_pool(parse_sim_spec(SPEC))
+    qs = sim_queries(SPEC, n=6, seed=4)
+    whole = record_tree(pool, qs, tmp_path / "whole", depth=1, max_steps=12)
+    cap = whole.cost_usd / 3
+    part = record_tree(pool, qs, tmp_path / "capped", depth=1, max_steps=12, cost_cap=cap)
+    assert not part.complete and "cost cap" in part.stopped and 0 < part.cost_usd <= cap
+    rest = record_tree(pool, qs, tmp_path / "capped", depth=1, max_steps=12, cost_cap=whole.cost_usd)
+    assert rest.complete and rest.cost_usd == pytest.approx(whole.cost_usd - part.cost_usd, rel=1e-6)
+    assert _content(tmp_path / "capped") == _content(tmp_path / "whole")
+
+
+def test_collect_on_a_tree_equals_live_collection(sim_tree, tmp_path):
+    from roro_sdk.collect import collect
+    from roro_sdk.trajectories import read_trajectories
+
+    _, pool, qs, folder = sim_tree
+    policies = ["all-small", "all-large", "steer:0.8"]
+    collect(qs, pool, policies, out=tmp_path / "live.jsonl", vary_sampling_seed=False, max_steps=12)
+    collect(qs, RoutingTree(folder).pool(), policies, out=tmp_path / "tree.jsonl", vary_sampling_seed=False, max_steps=12)
+    key = lambda t: (t.query.id, t.router)  # noqa: E731
+    live = sorted(read_trajectories(tmp_path / "live.jsonl"), key=key)
+    rep = sorted(read_trajectories(tmp_path / "tree.jsonl"), key=key)
+    assert len(live) == len(qs) * len(policies)
+    assert_same_runs(live, rep)

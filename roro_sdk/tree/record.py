@@ -30,7 +30,7 @@ from ..runtime import StepwiseRuntime, as_query
 from ..types import Query
 from .manifest import RecordingSettings, TreeManifest, check_pool, local_dtypes
 from .paths import next_models, step_key, stop_after
-from .queries import append_queries, read_queries
+from .queries import append_queries
 from .store import TreeStore
 
 
@@ -60,10 +60,6 @@ class RecordResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(asdict(self), steps_per_s=self.steps_per_s, tokens_per_s=self.tokens_per_s)
-
-
-class _CapReached(Exception):
-    pass
 
 
 def _settings_match(old: RecordingSettings, new: RecordingSettings, folder: Path) -> None:
@@ -120,6 +116,7 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
     t0 = time.perf_counter()
 
     inflight: dict[str | None, asyncio.Future] = {}
+    reserved = [0.0]  # dollars of the calls in flight, at their bound
 
     async def expand(q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str) -> tuple | None:
         key = step_key(rpool, store, m, q.question, texts)
@@ -148,16 +145,25 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
     async def call(q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str, key: str | None):
         cached = store.lookup(key) is not None
         async with sem:
+            if not cached and res.stopped is not None:
+                return None  # the cap was reached: no new call (recorded calls are still walked)
+            bound = 0.0
             if not cached and cost_cap is not None:
                 bound = rpool.max_step_cost(m, q.question, list(texts))
-                if store.stored_cost_usd + bound > cost_cap + 1e-15:
-                    raise _CapReached(f"cost cap ${cost_cap:g} reached (${store.stored_cost_usd:.6f} spent; the next call could cost "
-                                      f"${bound:.6f}); re-run with a higher cap to continue")
+                # the calls in flight count at their bound, so concurrent calls cannot pass the cap together
+                if store.stored_cost_usd + reserved[0] + bound > cost_cap + 1e-15:
+                    res.complete = False
+                    res.stopped = (f"cost cap ${cost_cap:g} reached (${store.stored_cost_usd:.6f} spent; the next call could "
+                                   f"cost ${bound:.6f}); re-run with a higher cap to continue")
+                    return None
+            reserved[0] += bound
             try:
                 gen = await rpool.agenerate(m, q.question, list(texts), logprobs=True, allow_empty=True)
             except RoroError as e:  # one failing branch is recorded as an error, never fatal to the tree
                 res.errors.append(rpool.redact(f"{q.id} {'/'.join(path + (m,))}: {e}"))
                 return None
+            finally:
+                reserved[0] -= bound
         res.live_calls += not gen.cached
         return gen
 
@@ -171,17 +177,18 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
             done = await asyncio.gather(*(expand(*j) for j in jobs))
             level = [d for d in done if d is not None]
         for router in side:
+            if res.stopped is not None:
+                break
+            if cost_cap is not None and store.stored_cost_usd >= cost_cap:
+                res.complete, res.stopped = False, f"cost cap ${cost_cap:g} reached before router {router.name}; re-run with a higher cap"
+                break
             before = store.stores
             rt = StepwiseRuntime(rpool, router, max_steps=max_steps, stop_on_repeat=stop_on_repeat)
-            if cost_cap is not None and store.stored_cost_usd >= cost_cap:
-                raise _CapReached(f"cost cap ${cost_cap:g} reached before router {router.name}; re-run with a higher cap")
             trajs = await rt.arun_many(qs, concurrency=concurrency)
             res.router_live_calls += store.stores - before
             for t in trajs:
                 if t.error:
                     res.errors.append(f"{t.query.id} {router.name}: {t.error}")
-    except _CapReached as e:
-        res.complete, res.stopped = False, str(e)
     finally:
         if bar is not None:
             bar.close()
@@ -218,5 +225,3 @@ def _bar(progress: bool):
 
     return tqdm(total=0, desc="record-tree", unit="step", dynamic_ncols=True)
 
-
-__all__ = ["RecordResult", "arecord_tree", "record_tree", "read_queries"]
