@@ -315,3 +315,26 @@ def test_collect_on_a_tree_equals_live_collection(sim_tree, tmp_path):
     rep = sorted(read_trajectories(tmp_path / "tree.jsonl"), key=key)
     assert len(live) == len(qs) * len(policies)
     assert_same_runs(live, rep)
+
+
+def test_growing_a_tree_in_another_dtype_is_refused(sim_tree, tmp_path):
+    pytest.importorskip("torch")
+    import shutil
+
+    from roro_sdk.local import configure_local
+    from roro_sdk.tree import TreeManifest
+
+    _, _, _, folder = sim_tree
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    m = TreeManifest.load(copy)
+    m.weights["small"] = {"pinned_by": "registered local model", "dtype": "float16"}
+    m.save(copy)
+    before = configure_local()
+    try:
+        configure_local(dtype="float32")
+        with pytest.raises(TreeMismatchError, match="RORO_LOCAL_DTYPE=float16"):
+            RoutingTree(copy).pool(grow=True)
+        RoutingTree(copy).pool()  # replay computes nothing: any machine replays it
+    finally:
+        configure_local(dtype=before.dtype)

@@ -136,6 +136,26 @@ def local_dtypes(pool: ModelPool) -> dict[str, str]:
     return out
 
 
+def check_local_dtypes(manifest: TreeManifest, *, folder: str | Path = "the tree") -> None:
+    """Before live calls are added to a tree: a local model must compute in the dtype its steps
+    were recorded in (greedy text differs between bf16 and fp32; ``dtype="auto"`` picks by CPU)."""
+    recorded = {name: w["dtype"] for name, w in manifest.weights.items() if w.get("dtype")}
+    if not recorded:
+        return
+    try:
+        from ..local import configure_local
+        from ..local.engine import resolve_dtype
+
+        here = str(resolve_dtype(configure_local().dtype)).removeprefix("torch.")
+    except Exception:  # the local extra is not installed: nothing local can be called here anyway
+        return
+    wrong = {n: d for n, d in recorded.items() if d != here}
+    if wrong:
+        raise TreeMismatchError(f"{folder}: {', '.join(f'{n} was recorded in {d}' for n, d in wrong.items())}, and local "
+                                f"models here compute in {here}; set RORO_LOCAL_DTYPE={next(iter(wrong.values()))} to add "
+                                "live steps to this tree")
+
+
 def check_pool(manifest: TreeManifest, pool: ModelPool, *, folder: str | Path = "the tree") -> None:
     """Refuse ``pool`` unless it writes exactly what the tree was recorded with."""
     rec = {m["name"]: m for m in manifest.pool["models"]}

@@ -28,7 +28,7 @@ from ..errors import ConfigError, RoroError, TreeMismatchError
 from ..pool import ModelPool
 from ..runtime import StepwiseRuntime, as_query
 from ..types import Query
-from .manifest import RecordingSettings, TreeManifest, check_pool, local_dtypes
+from .manifest import RecordingSettings, TreeManifest, check_local_dtypes, check_pool, local_dtypes
 from .paths import next_models, step_key, stop_after
 from .queries import append_queries
 from .store import TreeStore
@@ -104,6 +104,7 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         manifest = TreeManifest.load(folder)
         check_pool(manifest, pool, folder=folder)
         _settings_match(manifest.recording, settings, folder)
+        check_local_dtypes(manifest, folder=folder)
     else:
         manifest = TreeManifest.of_pool(pool, settings)
         manifest.save(folder)

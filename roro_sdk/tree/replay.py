@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..pool import ModelPool
 from ..types import Query
-from .manifest import TreeManifest, check_pool
+from .manifest import TreeManifest, check_local_dtypes, check_pool
 from .paths import FrontierPoint, QueryTree, best_frontier, walk
 from .queries import read_queries
 from .store import TreeStore
@@ -45,6 +45,8 @@ class RoutingTree:
         write what the tree was recorded with (else :class:`TreeMismatchError`)."""
         if like is not None:
             check_pool(self.manifest, like, folder=self.folder)
+        if grow:
+            check_local_dtypes(self.manifest, folder=self.folder)
         base = like or self.manifest.make_pool(keys=grow)
         store = TreeStore(self.folder, live=True, seed_in_key=self.manifest.recording.seed_in_key) if grow else self.store
         return ModelPool(base.specs, allow_unpriced=base.allow_unpriced, prompt=base.prompt, retry=base.retry, cache=store)
