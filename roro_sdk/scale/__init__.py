@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .options import RayOptions, ray_options
 from .pools import PoolRecipe, pool_recipe
-from .queries import QueryWorker, arun_queries, error_trajectory
+from .queries import QueryRunner, QueryWorker, arun_queries, error_trajectory
 from .sharding import RunStats, WorkerGroup, arun_sharded, connect, import_ray
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "import_ray",
     "pool_recipe",
     "PoolRecipe",
+    "QueryRunner",
     "QueryWorker",
     "arun_queries",
     "error_trajectory",

@@ -202,6 +202,16 @@ class WorkerGroup:
         """Process ids of the workers that are ready (tests kill one of them)."""
         return [s.pid for s in self.slots]
 
+    async def wait_ready(self) -> None:
+        """Wait until every worker has built its pool (so a caller's timing starts with warm workers)."""
+        for ref, slot in list(self._ready.items()):
+            try:
+                info = await _future(ref)
+            except Exception:  # died while starting: arun replaces it
+                continue
+            del self._ready[ref]
+            self._check_ready(slot, info)
+
     # ----- items ----------------------------------------------------------------------------------
     async def arun(self, items: Sequence[Any], sink: Sink, *, give_up: GiveUp | None = None,
                    admit: Callable[[int], bool] | None = None, context: Any = None) -> RunStats:
