@@ -14,9 +14,10 @@ worker can never tear a line, and what reached the sink is what a re-run skips.
 
 Failures: a worker that dies (its process killed, out of memory, a node lost) fails the items in
 flight on it; they go back in the queue and a replacement worker is started (``max_worker_restarts``
-per run). An item is tried at most ``max_attempts`` times (a worker death under it or an exception
-from ``fn`` counts one); then ``give_up(i, item, why)`` makes the result that is recorded in its
-place (an error trajectory), so one poison query never stops the run.
+per run). Any of those items may have killed it, so each is tried again *alone* on a worker; an
+item is tried at most ``max_attempts`` times (a death while it ran alone, or an exception from
+``fn``, counts one), then ``give_up(i, item, why)`` makes the result recorded in its place (an
+error trajectory): one poison query never stops the run, nor takes its neighbours with it.
 
 Context: ``arun(..., context=value)`` sends ``value`` (the GRPO router's LoRA weights) to each
 worker once per call, not once per item: workers keep the last version and ``fn.update(value)`` is
@@ -109,6 +110,7 @@ class _Slot:
     generation: int = 0
     ready: bool = False
     inflight: int = 0
+    solo: bool = False  # running a suspect alone: takes nothing else until it is back
     pid: int | None = None
 
 
@@ -169,7 +171,7 @@ class WorkerGroup:
         """Start the slot's (next) actor; returns the ref of its ready() report."""
         slot.actor = self._remote.remote(self._factory_ref)
         slot.generation += 1
-        slot.ready, slot.inflight, slot.pid = False, 0, None
+        slot.ready, slot.inflight, slot.solo, slot.pid = False, 0, False, None
         return slot.actor.ready.remote()
 
     def _replace(self, slot: _Slot, why: str) -> Any:
@@ -229,7 +231,10 @@ class WorkerGroup:
             self._ctx = (self._ctx_version, [ray.put(context)])
         queue = deque(range(len(items)))
         attempts = [0] * len(items)
-        running: dict[asyncio.Future, tuple[_Slot, int, int]] = {}  # future -> (slot, generation, item)
+        # Items that were in flight on a worker that died: any of them may have killed it, so each
+        # is tried again alone on a worker; only a death while alone counts against its attempts.
+        suspects: set[int] = set()
+        running: dict[asyncio.Future, tuple[_Slot, int, int, bool]] = {}  # future -> (slot, generation, item, solo)
         readying = {_future(ref): (slot, ref) for ref, slot in self._ready.items()}
         self._ready.clear()
 
@@ -250,16 +255,25 @@ class WorkerGroup:
             stats.worker_restarts += 1
             readying[_future(ref)] = (slot, ref)
 
+        def send(slot: _Slot, i: int, solo: bool) -> None:
+            ref = slot.actor.run.remote(items[i], self._ctx)
+            running[_future(ref)] = (slot, slot.generation, i, solo)
+            slot.inflight += 1
+            slot.solo = solo
+
         while queue or running:
             for slot in self.slots:
-                while queue and slot.ready and slot.inflight < self.concurrency:
-                    i = queue.popleft()
+                while queue and slot.ready and not slot.solo and slot.inflight < self.concurrency:
+                    i = queue[0]
+                    if i in suspects:
+                        if slot.inflight == 0:
+                            send(slot, queue.popleft(), True)
+                        break
+                    queue.popleft()
                     if attempts[i] == 0 and admit is not None and not admit(i):
                         stats.skipped += 1
                         continue
-                    ref = slot.actor.run.remote(items[i], self._ctx)
-                    running[_future(ref)] = (slot, slot.generation, i)
-                    slot.inflight += 1
+                    send(slot, i, False)
             if not running and not readying:
                 if queue:  # every worker gone and none starting: cannot happen unless restarts ran out
                     raise RayClusterError("no Ray worker is left to run the remaining items")
@@ -275,13 +289,19 @@ class WorkerGroup:
                     except Exception as e:  # the new worker died before it was ready
                         restart(slot, _why(e))
                     continue
-                slot, gen, i = running.pop(fut)
+                slot, gen, i, solo = running.pop(fut)
                 if gen == slot.generation:
                     slot.inflight -= 1
+                    slot.solo = slot.solo and not solo
                 try:
                     result = fut.result()
                 except ray.exceptions.RayActorError as e:  # the worker died under the item
-                    fail(i, f"worker died: {_why(e)}")
+                    if solo:
+                        fail(i, f"worker died while running it alone: {_why(e)}")
+                    else:
+                        suspects.add(i)
+                        stats.retried += 1
+                        queue.appendleft(i)
                     if gen == slot.generation:  # the first of its items to report the death restarts it
                         restart(slot, _why(e))
                     continue
@@ -289,6 +309,7 @@ class WorkerGroup:
                     fail(i, _why(e))
                     continue
                 stats.done += 1
+                suspects.discard(i)
                 sink(i, result)
         for fut, (slot, ref) in readying.items():  # workers still starting: keep them for the next call
             fut.cancel()
