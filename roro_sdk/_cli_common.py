@@ -52,3 +52,31 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    """``--ray auto|ADDRESS`` and the size of each worker: the one backend switch of the
+    data-parallel commands (docs/scale-out.md). Without ``--ray`` the command runs locally."""
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run on Ray workers (pip install 'roro-sdk[ray]'): 'auto' (a running cluster, else one on this "
+                        "machine) or a head node's host:port / ray://host:port; results go to the same files")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="with --ray: workers to start (default: as many as the cluster's CPUs, or GPUs, hold)")
+    p.add_argument("--ray-cpus", type=float, default=None, metavar="X", help="with --ray: CPUs reserved per worker (default 1)")
+    p.add_argument("--ray-gpus", type=float, default=None, metavar="X", help="with --ray: GPUs per worker (default 0)")
+
+
+def ray_from_args(args: argparse.Namespace):
+    """The :class:`~roro_sdk.scale.RayOptions` the arguments ask for, or None (the local path)."""
+    from .errors import RayConfigError
+
+    sizes = {"workers": getattr(args, "ray_workers", None), "num_cpus": getattr(args, "ray_cpus", None),
+             "num_gpus": getattr(args, "ray_gpus", None)}
+    if getattr(args, "ray", None) is None:
+        given = [f"--ray-{k.removeprefix('num_')}" for k, v in sizes.items() if v is not None]
+        if given:
+            raise RayConfigError(f"{', '.join(given)} need --ray auto|ADDRESS")
+        return None
+    from .scale import ray_options
+
+    return ray_options(args.ray, **sizes)

@@ -22,6 +22,7 @@ EXTRAS: dict[str, str] = {
     "data": "reasoning-gym datasets",
     "plot": "plots",
     "server": "roro serve",
+    "ray": "scale-out on Ray (--ray)",
 }
 
 # Import name -> distribution name, where they differ.

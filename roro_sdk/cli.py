@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ._cli_common import add_ray_arguments, ray_from_args
 from ._cli_common import choose_pool as _pool
 from ._cli_common import load_queries
 from ._cli_common import print_table as _table
@@ -135,7 +136,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runtime import StepwiseRuntime
     from .trajectories import TrajectoryAppender
 
-    out = _eval_out(args)  # checked (and --summary-json, --report) before anything runs or is paid for
+    out = _eval_out(args)  # checked (and --summary-json, --report, --ray) before anything runs or is paid for
+    ray = ray_from_args(args)
+    if ray is not None:
+        from ._sync import run_sync
+        from .scale import QueryRunner
     summary_json = output_file(args.summary_json, what="--summary-json file") if args.summary_json is not None else None
     if getattr(args, "report", None) is not None:
         output_dir(args.report, what="--report folder")
@@ -146,20 +151,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if out is not None and args.overwrite:
         out.unlink(missing_ok=True)
     if wants_report(args):  # sweeps, random curve, report folder: the evaluation harness
-        return run_eval_report(args, pool, queries, routers)
+        return run_eval_report(args, pool, queries, routers, ray=ray)
     summaries = []
     writer = TrajectoryAppender(out) if out is not None else None
+    runner = QueryRunner(pool, routers, ray=ray, concurrency=args.concurrency, **_runtime_kwargs(args)) if ray else None
     try:
+        if runner is not None:
+            run_sync(runner.wait_ready())  # wall times below are the routers', not the workers' start-up
         for router in routers:
-            rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
+            on_result = writer.write if writer is not None else None  # each as it finishes
             t0 = time.perf_counter()
-            trajs = rt.run_many(queries, concurrency=args.concurrency, progress=not args.quiet,
-                                on_result=writer.write if writer is not None else None)  # each as it finishes
+            if runner is None:
+                rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
+                trajs = rt.run_many(queries, concurrency=args.concurrency, progress=not args.quiet, on_result=on_result)
+            else:
+                trajs = run_sync(runner.arun(router, queries, progress=not args.quiet, on_result=on_result))
             wall = time.perf_counter() - t0
             summaries.append((summarize(trajs, large=pool.large, router=router.name), wall))
     finally:
         if writer is not None:
             writer.close()
+        if runner is not None:
+            runner.close()
     rows = [("router", "n", "accuracy", "cost $", "$/query", "large steps", "large tokens", "steps/q", "errors", "wall s")]
     for s, wall in summaries:
         rows.append((s.router, str(s.n), accuracy_text(s.accuracy, s.n_checked), cost_text(s.total_cost_usd, s.priced),
@@ -236,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--summary-json", default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_ray_arguments(p)
     _common(p)
     from .eval.cli import add_eval_arguments, add_subcommands
 

@@ -174,6 +174,7 @@ async def acollect(
     cost_budget: float | None = None,
     checker: Callable | None = None,
     on_result: Callable[[Trajectory], None] | None = None,
+    ray: Any = None,
 ) -> CollectResult:
     """Run every (query, policy, rollout) not yet in ``out`` and append each trajectory to it.
 
@@ -183,6 +184,9 @@ async def acollect(
     reached no new run starts (runs in flight finish, so the overshoot is at most ``concurrency``
     runs; pass ``cost_budget`` to bound each run). ``cost_budget``/``token_budget``/``max_steps``
     bound each run as in :class:`StepwiseRuntime`.
+    ``ray``: ``"auto"``, a Ray address or :class:`~roro_sdk.scale.RayOptions` runs the runs on Ray
+    workers (``pip install "roro-sdk[ray]"``), each building ``pool`` once; results come back to
+    this process and go into ``out`` exactly as on the local path (same ids, resume, cost cap, bar).
     """
     if not isinstance(rollouts, int) or rollouts < 1:
         raise ConfigError(f"rollouts must be a positive integer, got {rollouts!r}")
@@ -194,6 +198,11 @@ async def acollect(
     if len({q.id for q in qs}) != len(qs):
         raise ConfigError("query ids must be unique (they are part of the trajectory ids)")
     pols = _policies(policies, seed)
+    opts = None
+    if ray is not None:
+        from .scale import ray_options
+
+        opts = ray_options(ray)
     if not str(out).strip():  # Path("") is the current folder
         raise ConfigError("the collection file path (out) is empty; give the path of a .jsonl file")
     path = Path(out)
@@ -204,16 +213,8 @@ async def acollect(
     tasks = [(q, name, factory, r, trajectory_id(q.id, name, r)) for q in qs for name, factory in pols for r in range(rollouts)]
     todo = [t for t in tasks if t[4] not in done]
     res = CollectResult(planned=len(tasks), existing=len(tasks) - len(todo), out=str(path))
-    runtimes: dict[tuple[str, int], StepwiseRuntime] = {}
-
-    def runtime(name: str, factory: Callable[[int], Router], r: int) -> StepwiseRuntime:
-        key = (name, r)
-        if key not in runtimes:
-            rpool = _pool_for_rollout(pool, seed + r if vary_sampling_seed else None)
-            runtimes[key] = StepwiseRuntime(rpool, factory(r), max_steps=max_steps, token_budget=token_budget,
-                                            cost_budget=cost_budget, checker=checker)
-        return runtimes[key]
-
+    runtime_kw = {"max_steps": max_steps, "token_budget": token_budget, "cost_budget": cost_budget, "checker": checker}
+    runtime = _Runtimes(pool, seed if vary_sampling_seed else None, runtime_kw)
     for q, name, factory, r, _ in todo:  # build (and check) every router before any call is made
         runtime(name, factory, r)
 
@@ -228,14 +229,23 @@ async def acollect(
 
         bar = tqdm(total=len(tasks), initial=res.existing, desc="collect", unit="traj", dynamic_ncols=True)
 
+    def capped() -> bool:
+        if cost_cap is not None and spent >= cost_cap:
+            res.skipped_cost_cap += 1
+            res.stopped_by_cost_cap = True
+            return True
+        return False
+
     async def one(q: Query, name: str, factory: Callable[[int], Router], r: int, tid: str) -> None:
-        nonlocal spent
         async with sem:
-            if cost_cap is not None and spent >= cost_cap:
-                res.skipped_cost_cap += 1
-                res.stopped_by_cost_cap = True
+            if capped():
                 return
             traj = await runtime(name, factory, r).arun(q, raise_on_error=False)
+        record(q, name, r, tid, traj)
+
+    def record(q: Query, name: str, r: int, tid: str, traj: Trajectory) -> None:
+        """The driver's side of one finished run, whichever path ran it: append it (or its error)."""
+        nonlocal spent
         traj.id = tid
         traj.metadata.update({"policy": name, "rollout": r, "collect_seed": seed})
         spent += traj.cost_usd
@@ -256,7 +266,11 @@ async def acollect(
             bar.update(1)
 
     try:
-        await asyncio.gather(*(one(*t) for t in todo))
+        if opts is None:
+            await asyncio.gather(*(one(*t) for t in todo))
+        else:
+            await _collect_on_ray(pool, pols, todo, opts, concurrency, seed if vary_sampling_seed else None, runtime_kw,
+                                  record, capped)
     finally:
         writer.close()
         if bar is not None:
@@ -264,6 +278,60 @@ async def acollect(
     res.total_cost_usd = spent
     res.wall_s = time.perf_counter() - t0
     return res
+
+
+class _Runtimes:
+    """One runtime per (policy, rollout), built on first use: rollout ``r`` samples with seed
+    ``seed + r`` when ``seed`` is given. The driver (local path) and each Ray worker hold one."""
+
+    def __init__(self, pool: ModelPool, seed: int | None, runtime_kw: dict[str, Any]):
+        self.pool, self.seed, self.kw = pool, seed, runtime_kw
+        self.runtimes: dict[tuple[str, int], StepwiseRuntime] = {}
+
+    def __call__(self, name: str, factory: Callable[[int], Router], r: int) -> StepwiseRuntime:
+        key = (name, r)
+        if key not in self.runtimes:
+            rpool = _pool_for_rollout(self.pool, None if self.seed is None else self.seed + r)
+            self.runtimes[key] = StepwiseRuntime(rpool, factory(r), **self.kw)
+        return self.runtimes[key]
+
+
+class CollectWorker:
+    """A Ray worker's side of a collection: builds the pool once (``make_pool``), then runs items
+    ``(query, policy name, rollout)`` with the same per-rollout runtimes as the local path."""
+
+    def __init__(self, make_pool: Callable[[], ModelPool], policies: dict[str, Callable[[int], Router]],
+                 seed: int | None, runtime_kw: dict[str, Any]):
+        self.make_pool, self.policies, self.seed, self.runtime_kw = make_pool, policies, seed, runtime_kw
+
+    def __call__(self) -> Callable[[tuple[Query, str, int]], Any]:
+        from ._env import import_litellm
+
+        import_litellm()  # at set-up, not inside the first run
+        runtimes = _Runtimes(self.make_pool(), self.seed, self.runtime_kw)
+
+        async def run(item: tuple[Query, str, int]) -> Trajectory:
+            q, name, r = item
+            return await runtimes(name, self.policies[name], r).arun(q, raise_on_error=False)
+
+        return run
+
+
+async def _collect_on_ray(pool: ModelPool, pols: list[tuple[str, Callable[[int], Router]]], todo: list, opts: Any,
+                          concurrency: int, seed: int | None, runtime_kw: dict[str, Any],
+                          record: Callable[..., None], capped: Callable[[], bool]) -> None:
+    """The runs of ``todo`` on Ray workers; each result is ``record``-ed on this process as it arrives."""
+    from .scale import arun_sharded, error_trajectory, pool_recipe
+
+    worker = CollectWorker(pool_recipe(pool), dict(pols), seed, runtime_kw)
+    items = [(q, name, r) for q, name, _, r, _ in todo]
+
+    def sink(i: int, traj: Trajectory) -> None:
+        q, name, _, r, tid = todo[i]
+        record(q, name, r, tid, traj)
+
+    await arun_sharded(items, worker, sink, options=opts, concurrency=concurrency, admit=lambda i: not capped(),
+                       give_up=lambda i, item, why: error_trajectory(item[0], item[1], why))
 
 
 def collect(queries: Sequence[Query | str | dict], pool: ModelPool, policies: Iterable[Any] = DEFAULT_POLICIES,

@@ -116,3 +116,14 @@ class InvalidRequestError(ConfigError):
 
 class UnknownRouteError(InvalidRequestError, LookupError):
     """A request names a route (``model``) that the server does not serve. The server answers 404."""
+
+
+class RayConfigError(ConfigError):
+    """A scale-out setting is invalid: a ``--ray`` address that is neither ``auto`` nor
+    ``host:port`` / ``ray://host:port``, a worker count below 1, a setting Ray cannot honour."""
+
+
+class RayClusterError(RoroError):
+    """Ray could not run the work: the cluster cannot be reached, a worker cannot be set up (its
+    factory raised: a missing model, a missing package on that node), or every worker kept dying.
+    Results that finished before it are already in the output file; a re-run resumes."""

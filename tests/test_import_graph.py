@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"_env", "_sync", "_files", "_extras", "_version", "redaction", "errors", "types", "answers", "prompts", "tasks", "trajectories"},
     {"cache", "pool", "hf", "local", "defaults"},
     {"routers", "sim"},  # the sim bench is a provider plus its own oracle routers
-    {"runtime"},
+    {"runtime", "scale"},  # scale: the Ray twin of runtime.arun_many, and the engine collect/eval/train use
     {"rubric", "judge", "rewards", "pairs", "collect", "structured", "trajectory_text"},
     {"policy", "train", "eval", "tree", "_cli_common"},
     {"testing", "cli", "serve", "_install", "__init__", "__main__"},

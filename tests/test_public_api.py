@@ -30,6 +30,15 @@ FACES = {
         "parse_chat_request", "create_app", "start_server", "run_server", "BackgroundServer", "register_roro_provider",
         "InvalidRequestError", "UnknownRouteError",
     },
+    "roro_sdk.scale": {
+        "RayOptions", "ray_options", "WorkerGroup", "RunStats", "arun_sharded", "connect", "import_ray", "pool_recipe",
+        "PoolRecipe", "QueryRunner", "QueryWorker", "arun_queries", "error_trajectory",
+    },
+    "roro_sdk.tree": {
+        "FrontierPoint", "Leaf", "QueryTree", "RecordResult", "RecordingSettings", "RoutingTree", "TreeManifest", "TreeStore",
+        "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier", "check_pool", "gain_share", "is_tree_spec",
+        "read_queries", "record_tree", "tree_of_spec", "walk",
+    },
     "roro_sdk.sim": {
         "SimConfig", "SimModel", "parse_sim_spec", "SimTask", "sim_queries", "task_of", "is_hard_step", "sim_pool",
         "register_sim_provider", "sim_complete", "optimal_routing", "brute_force_routing", "routing_cost",
@@ -62,7 +71,7 @@ FACES = {
 # Public names of a face that need torch: imported on first use, kept out of its __all__ (as the root's LAZY).
 FACE_LAZY = {"roro_sdk.train": {"train_router", "evaluate_router", "GRPOResult", "build_policy"}}
 FACE_FILES = {"__init__.py", "testing.py", "sim/__init__.py", "local/__init__.py", "eval/__init__.py", "train/__init__.py",
-              "serve/__init__.py"}
+              "serve/__init__.py", "scale/__init__.py", "tree/__init__.py"}
 
 
 def test_all_is_locked():

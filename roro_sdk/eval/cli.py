@@ -72,8 +72,9 @@ def _print_run(r) -> None:
           f"${cost_text(r.mean_cost_usd, r.priced, '.3g')}/q  large {r.large_step_share:4.0%}  {r.wall_s:6.1f}s{hits}", flush=True)
 
 
-def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list) -> int:
-    """``roro eval`` with sweeps, the random curve or ``--report``: evaluate, print, write the report."""
+def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list, ray=None) -> int:
+    """``roro eval`` with sweeps, the random curve or ``--report``: evaluate, print, write the report
+    (on Ray workers with ``ray``, :class:`~roro_sdk.scale.RayOptions`)."""
     from .._files import write_text_file
     from .compare import evaluate, parse_values
     from .report import num, pct, write_report
@@ -82,7 +83,8 @@ def run_eval_report(args: argparse.Namespace, pool, queries: list, routers: list
     res = evaluate(pool, queries, routers, sweeps=args.sweep, random_seeds=args.random_seeds,
                    random_grid=parse_values(args.random_grid), concurrency=args.concurrency, max_steps=args.max_steps,
                    token_budget=args.token_budget, cost_budget=args.cost_budget, bootstrap=args.bootstrap, seed=args.seed,
-                   dataset=args.dataset, progress=False, trajectories_out=args.out, on_run=_print_run)
+                   dataset=args.dataset, progress=False, trajectories_out=args.out, on_run=_print_run,
+                   ray=ray)
     a = res.analysis
     for c in a.curves + ([a.random_curve] if a.random_curve else []):
         if c.share:

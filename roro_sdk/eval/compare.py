@@ -177,7 +177,7 @@ def _check_settings(*, random_seeds: int, random_grid: Sequence[float], bootstra
 async def _run(pool: ModelPool, qs: list[Query], label: str, family: str, role: str, router: Router, knob: float | None,
                rseed: int | None, writer: TrajectoryAppender | None, *, concurrency: int, max_steps: int,
                token_budget: int | None, cost_budget: float | None, progress: bool, bootstrap: int, ci_level: float,
-               seed: int) -> RunResult:
+               seed: int, runner: Any = None) -> RunResult:
     """One router on every query; each trajectory is appended to ``writer`` as soon as it finishes."""
     rt = StepwiseRuntime(pool, router, max_steps=max_steps, token_budget=token_budget, cost_budget=cost_budget)
     before = copy.copy(pool.cache.stats) if pool.cache is not None else None
@@ -188,7 +188,10 @@ async def _run(pool: ModelPool, qs: list[Query], label: str, family: str, role: 
             writer.write(t)
 
     t0 = time.perf_counter()
-    trajs = await rt.arun_many(qs, concurrency=concurrency, progress=progress, on_result=finished)
+    if runner is None:
+        trajs = await rt.arun_many(qs, concurrency=concurrency, progress=progress, on_result=finished)
+    else:
+        trajs = await runner.arun(router, qs, progress=progress, on_result=finished)
     wall = time.perf_counter() - t0
     cache = pool.cache.stats.minus(before).as_dict() if pool.cache is not None else None
     return run_result(trajs, label=label, family=family, role=role, large=pool.large, knob=knob, seed=rseed, wall_s=wall,
@@ -201,7 +204,7 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
                     concurrency: int = 8, max_steps: int = 24, token_budget: int | None = None,
                     cost_budget: float | None = None, bootstrap: int = 2000, ci_level: float = 0.95, seed: int = 0,
                     dataset: str = "custom", progress: bool = False, trajectories_out: str | Path | None = None,
-                    on_run: Callable[[RunResult], None] | None = None) -> EvalResults:
+                    on_run: Callable[[RunResult], None] | None = None, ray: Any = None) -> EvalResults:
     """Evaluate routers on ``queries`` with ``pool``; see :func:`evaluate`."""
     from .._version import __version__
 
@@ -215,17 +218,26 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
     for _, _, _, router, _, _ in plan:  # fail before the first run, not after an hour of them
         router.check(pool)
     runs: list[RunResult] = []
+    runner = None
+    if ray is not None:  # one set of workers for every run of the plan; they keep their models loaded
+        from ..scale import QueryRunner, ray_options
+
+        runner = QueryRunner(pool, [p[3] for p in plan], ray=ray_options(ray), concurrency=concurrency,
+                             max_steps=max_steps, token_budget=token_budget, cost_budget=cost_budget)
+        await runner.wait_ready()
     writer = TrajectoryAppender(trajectories_out) if trajectories_out is not None else None
     try:
         for label, family, role, router, knob, rseed in plan:
             runs.append(await _run(pool, qs, label, family, role, router, knob, rseed, writer, concurrency=concurrency,
                                    max_steps=max_steps, token_budget=token_budget, cost_budget=cost_budget,
-                                   progress=progress, bootstrap=bootstrap, ci_level=ci_level, seed=seed))
+                                   progress=progress, bootstrap=bootstrap, ci_level=ci_level, seed=seed, runner=runner))
             if on_run is not None:
                 on_run(runs[-1])
     finally:
         if writer is not None:
             writer.close()
+        if runner is not None:
+            runner.close()
     if pool.cache is not None:
         pool.cache.flush()
     settings = {"max_steps": max_steps, "token_budget": token_budget, "cost_budget": cost_budget, "concurrency": concurrency,
@@ -258,7 +270,9 @@ def evaluate(pool: ModelPool, queries: Sequence[Query | str | dict], routers: It
     for the 95% intervals), ``ci_level``, ``seed``, ``dataset`` (a name for the report),
     ``progress``, ``trajectories_out`` (JSONL file that each trajectory is appended to as soon
     as it finishes, so a killed evaluation keeps every finished one),
-    ``on_run`` (called with each finished :class:`RunResult`).
+    ``on_run`` (called with each finished :class:`RunResult`), ``ray`` (``"auto"``, a Ray
+    address or :class:`~roro_sdk.scale.RayOptions`: the queries of each run go to Ray workers,
+    results come back here in the same order and files; ``pip install "roro-sdk[ray]"``).
     """
     from .._sync import run_sync
 

@@ -142,6 +142,17 @@ def register_local_model(name: str, path_or_loader: str | os.PathLike | Loader, 
         _slots[name] = _Slot(source=source, overrides=overrides, lock=threading.Lock())
 
 
+def local_registration(name: str) -> tuple[str | Path | Loader, dict[str, Any]] | None:
+    """``(folder or loader, overrides)`` that :func:`register_local_model` gave ``name`` in this
+    process; None for an offline registry model or an unknown name. Lets a pool be rebuilt in
+    another process (a Ray worker), which registers the same folder there."""
+    with _slots_lock:
+        slot = _slots.get(name)
+    if slot is None or slot.source is None:
+        return None
+    return slot.source, dict(slot.overrides)
+
+
 def clear_local_engines() -> None:
     """Forget every loaded model (registrations stay); frees memory, mainly for tests."""
     with _slots_lock:

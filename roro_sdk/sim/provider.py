@@ -46,6 +46,13 @@ def register_sim_config(config: SimConfig) -> str:
     return f"sim://{key}"
 
 
+def sim_config_for(api_base: str | None) -> SimConfig | None:
+    """The config a sim pool's ``api_base`` names in this process (None when it names none), so a
+    pool can be rebuilt in another process (a Ray worker) with :func:`register_sim_config`."""
+    key = (api_base or "").removeprefix("sim://").strip("/") or _DEFAULT_KEY
+    return _configs.get(key)
+
+
 def _config_for(api_base: str | None) -> SimConfig:
     if not api_base:
         return _configs[_DEFAULT_KEY]

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .._cli_common import add_ray_arguments, ray_from_args
 from .._cli_common import choose_pool as _pool
 from .._cli_common import load_queries
 from .._cli_common import print_table as _table
@@ -18,12 +19,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from ..collect import acollect
     from .._sync import run_sync
 
+    ray = ray_from_args(args)  # a bad --ray is refused before anything is loaded
     queries = load_queries(args)
     pool = _pool(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     res = run_sync(acollect(queries, pool, policies, out=args.out, rollouts=args.rollouts, concurrency=args.concurrency,
                             cost_cap=args.cost_cap, seed=args.seed, progress=not args.quiet, fsync=not args.no_fsync,
-                            max_steps=args.max_steps, token_budget=args.token_budget, cost_budget=args.cost_budget))
+                            max_steps=args.max_steps, token_budget=args.token_budget, cost_budget=args.cost_budget,
+                            ray=ray))
     print(f"collect: {res.written} written, {res.existing} already in {res.out}, {res.errors} failed (retried on resume), "
           f"{res.skipped_cost_cap} not started (cost cap); planned {res.planned}")
     print(f"cost: ${res.cost_usd:.6f} this run, ${res.total_cost_usd:.6f} in total; {res.wall_s:.1f} s"
@@ -190,6 +193,7 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("--no-fsync", action="store_true", help="skip fsync per line (faster, less crash-safe)")
     p.add_argument("--summary-json", default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_ray_arguments(p)
     common(p)
     p.set_defaults(func=cmd_collect)
 

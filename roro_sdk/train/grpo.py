@@ -21,6 +21,7 @@ weights and the optimiser state, so a resumed run reproduces an uninterrupted on
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -48,6 +49,7 @@ from ..runtime import StepwiseRuntime
 from ..structured import spent_of, usage_delta
 from ..types import Query, Trajectory, Usage
 from .grpo_config import GRPOConfig, config_judge, pool_and_queries
+from .grpo_rollouts import RayRollouts, trainable_parameters
 from .outdir import fsync_dir, fsync_tree, prepare_run_folder, rewrite_jsonl
 from .sim_bench import sim_escalation_shares, sim_rule_judge  # noqa: F401  (sim_rule_judge: its old path)
 
@@ -348,11 +350,7 @@ def _history_usage(history: list[dict]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- 6. checkpoints
-def _trainable(router: PolicyRouter) -> dict[str, torch.nn.Parameter]:
-    named = {f"model.{n}": p for n, p in router.model.named_parameters() if p.requires_grad}
-    if router.head is not None:
-        named.update({f"head.{n}": p for n, p in router.head.named_parameters()})
-    return named
+_trainable = trainable_parameters  # one naming of the trainable weights, shared with the rollout workers
 
 
 def _aside(folder: Path) -> Path:
@@ -424,7 +422,8 @@ def load_checkpoint(folder: Path, router: PolicyRouter, opt: torch.optim.Optimiz
 RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", "checkpoint.tmp", "checkpoint.old",
              "router", "eval.json")
 # Fields a resumed run may change: how long and how it runs, not what it learns.
-RESUMABLE_CHANGES = frozenset({"updates", "out_dir", "resume", "overwrite", "concurrency", "checkpoint_every", "device"})
+RESUMABLE_CHANGES = frozenset({"updates", "out_dir", "resume", "overwrite", "concurrency", "checkpoint_every", "device",
+                               "ray"})
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -491,6 +490,11 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     rewrite_jsonl(out / "metrics.jsonl", history)
     rubrics: dict[str, Any] = {}
     G = cfg.group_size
+    # rollouts on Ray workers: each builds this same router once (build_policy is seeded) and gets
+    # the trainable weights at every update; the policy itself stays here
+    on_ray = None if cfg.ray is None else RayRollouts(
+        cfg.ray, pool, functools.partial(build_policy, cfg, pool.names, list(train_qs) + list(eval_qs)),
+        concurrency=cfg.concurrency, max_steps=cfg.max_steps, cost_budget=cfg.cost_budget)
 
     for update in range(start, cfg.updates):
         t0 = time.perf_counter()
@@ -505,9 +509,12 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         rollouts = [(g, j) for g in range(len(batch)) for j in range(G)]
         rollout_qs = [batch[g].model_copy(update={"id": f"{batch[g].id}~{j}"}) for g, j in rollouts]
         router.model.eval()
-        runtime = StepwiseRuntime(pool, router.with_mode("sample", seed=seed), max_steps=cfg.max_steps,
-                                  cost_budget=cfg.cost_budget)
-        trajs = runtime.run_many(rollout_qs, concurrency=cfg.concurrency)
+        if on_ray is None:
+            runtime = StepwiseRuntime(pool, router.with_mode("sample", seed=seed), max_steps=cfg.max_steps,
+                                      cost_budget=cfg.cost_budget)
+            trajs = runtime.run_many(rollout_qs, concurrency=cfg.concurrency)
+        else:
+            trajs = on_ray.run(router, seed, rollout_qs)
 
         # 2. rewards and 3. group-normalised advantages; a rollout the Judge failed on is left out
         # of its group (advantage 0), the rest of the group is compared as usual
@@ -593,6 +600,9 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
             log(record)
         if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.updates:
             save_checkpoint(ckpt, router, opt, update, history)
+
+    if on_ray is not None:
+        on_ray.close()
 
     # ---- the trained router: ready for inference, saved, evaluated on the held-out queries
     router.mode = "argmax"

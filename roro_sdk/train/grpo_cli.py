@@ -27,6 +27,7 @@ def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
 
 
 def cmd_train_router(args: argparse.Namespace) -> int:
+    from .._cli_common import ray_from_args
     from .grpo import train_router
     from .grpo_config import load_grpo_config
 
@@ -37,6 +38,9 @@ def cmd_train_router(args: argparse.Namespace) -> int:
         overrides["resume"] = True
     if args.overwrite:
         overrides["overwrite"] = True
+    ray = ray_from_args(args)
+    if ray is not None:
+        overrides["ray"] = ray.model_dump()
     cfg = load_grpo_config(args.config, **overrides)
     keys = ("reward", "outcome", "process", "cost_norm", "accuracy", "large_share", "zero_adv_groups", "kl", "entropy", "seconds")
 
@@ -70,4 +74,7 @@ def add_commands(sub, common) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in the output folder from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh in the output folder, deleting an earlier "
                                                             "run's files there")
+    from .._cli_common import add_ray_arguments
+
+    add_ray_arguments(p)
     p.set_defaults(func=cmd_train_router)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import TrainingConfigError
 from ..rewards import RewardWeights
+from ..scale.options import RayOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pool import ModelPool
@@ -65,6 +66,9 @@ class GRPOConfig(BaseModel):
     max_steps: int = Field(16, ge=1)
     cost_budget: float | None = Field(None, ge=0.0)
     concurrency: int = Field(32, ge=1)
+    ray: RayOptions | None = Field(None, description="run the rollouts on Ray workers: 'auto', a Ray address, or "
+                                                     "{address, workers, num_cpus, num_gpus, ...} (roro-sdk[ray]); "
+                                                     "the policy trains here and its weights go to the workers")
 
     out_dir: str = "runs/grpo"
     checkpoint_every: int = Field(5, ge=1)
@@ -75,6 +79,11 @@ class GRPOConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="the frozen base's dtype (auto: bfloat16 on CUDA, float32 on CPU); the LoRA adapter and "
                             "the optional head always train in float32")
+
+    @field_validator("ray", mode="before")
+    @classmethod
+    def _ray(cls, v: Any) -> Any:
+        return {"address": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _check(self) -> GRPOConfig:
