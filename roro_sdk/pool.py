@@ -471,9 +471,9 @@ class ModelPool:
         if self.cache is not None:
             key = self.cache.key(kwargs, msgs, cut=cut)
             hit = self.cache.get(key, request=kwargs, model=spec.name)
-            if hit is not None and not allow_empty and not str(hit.get("text") or "").strip() and not getattr(self.cache, "live", True):
-                # a replay-only store cannot retry (greedy retries write the same): the call is paid
-                # once and fails as the live retries would
+            if hit is not None and not allow_empty and not str(hit.get("text") or "").strip() and getattr(self.cache, "deterministic", False):
+                # a store of greedy calls (a routing tree): a retry would write the same, so the
+                # call is paid once and fails as the live retries would
                 if before_call is not None:
                     before_call(spec.name, msgs, max_tokens)
                 gen = self._from_cache(spec, hit, time.perf_counter() - t0)

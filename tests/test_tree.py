@@ -240,6 +240,8 @@ def test_cli_record_tree_info_and_eval_report_best_possible(tmp_path, capsys):
                  "--no-plots", "-q"]) == 0
     md = (rep / "report.md").read_text()
     assert "Best possible (exact, over the recorded routing tree)" in md and "share of achievable gain" in md
+    assert main(["eval", "--pool", f"tree:{out}", "--router", "steer:0.8", "--max-steps", "30", "-q"]) != 0
+    assert "recorded with max_steps 12" in capsys.readouterr().err
     assert main(["report", str(rep), "--no-plots"]) == 0  # a rebuilt report keeps the best possible
     assert "Best possible" in (rep / "report.md").read_text()
     assert main(["record-tree", "--out", str(tmp_path / "bad"), "--dataset", SPEC, "--depth", "-1"]) != 0
@@ -249,7 +251,12 @@ def test_cli_record_tree_info_and_eval_report_best_possible(tmp_path, capsys):
 def test_frontier_helpers_edge_cases():
     assert best_frontier([]) == [] and best_at_cost([], 1.0) is None
     pts = [FrontierPoint(1.0, 0.5), FrontierPoint(2.0, 1.0)]
-    assert best_at_cost(pts, 0.5) == 0.5 and best_at_cost(pts, 1.5) == pytest.approx(0.75) and best_at_cost(pts, 9) == 1.0
+    assert best_at_cost(pts, 0.5) is None and best_at_cost(pts, 1.5) == pytest.approx(0.75) and best_at_cost(pts, 9) == 1.0
+    # equally cheap routings, one right and one wrong (a free pool): the right one is the cheapest
+    tie = [QueryTree(query=Query(id=f"q{i}", question="x"), leaves=[
+        Leaf(routing=("a",), stop="answer", answer="1", correct=False, cost_usd=0.0, output_tokens={}),
+        Leaf(routing=("b",), stop="answer", answer="2", correct=True, cost_usd=0.0, output_tokens={})]) for i in range(2)]
+    assert best_frontier(tie) == [FrontierPoint(0.0, 1.0, 0)] and best_at_cost(best_frontier(tie), 0.0) == 1.0
 
 
 def test_replay_on_tiny_local_models_equals_the_live_run(tmp_path):

@@ -112,12 +112,14 @@ def _oracle(runs: Sequence[RunResult]) -> OracleResult | None:
                         large_step_share=sum(o[2] for o in chosen) / steps if steps else 0.0, curve=curve)
 
 
-def best_possible(tree, queries, pool, runs: Sequence[RunResult], small_accuracy: float | None) -> BestPossible:
+def best_possible(tree, queries, pool, runs: Sequence[RunResult], small_accuracy: float | None, *,
+                  max_steps: int | None = None) -> BestPossible:
     """The exact best routing inside ``tree`` (a :class:`~roro_sdk.tree.RoutingTree`) for
-    ``queries``, priced by ``pool``, and each run's share of the gain achievable at its cost."""
+    ``queries``, priced by ``pool``, with runs cut at ``max_steps`` as the routers' were, and
+    each run's share of the gain achievable at its cost."""
     from ..tree import best_frontier
 
-    trees = tree.query_trees(queries, pool=pool)
+    trees = tree.query_trees(queries, pool=pool, max_steps=max_steps)
     pts = best_frontier(trees)
     top = pts[-1] if pts else None
     bp = BestPossible(tree=str(tree.folder), depth=tree.manifest.recording.depth,

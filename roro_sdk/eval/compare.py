@@ -217,6 +217,10 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
         raise ConfigError("nothing to evaluate: give routers, sweeps or random_seeds")
     for _, _, _, router, _, _ in plan:  # fail before the first run, not after an hour of them
         router.check(pool)
+    tree = _replayed_tree(pool)
+    if tree is not None and max_steps > tree.manifest.recording.max_steps:
+        raise ConfigError(f"{tree.folder} was recorded with max_steps {tree.manifest.recording.max_steps}; evaluate it with "
+                          f"max_steps <= that (got {max_steps}): longer runs are not in the tree")
     runs: list[RunResult] = []
     runner = None
     if ray is not None:  # one set of workers for every run of the plan; they keep their models loaded
@@ -250,13 +254,24 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
                       dataset=dataset, n_queries=len(qs), pool={"small": pool.small, "large": pool.large, "models": models},
                       settings=settings, runs=runs)
     res.analysis = analyze(runs)
-    tree = getattr(pool.cache, "folder", None) if type(pool.cache).__name__ == "TreeStore" else None
+    tree = _replayed_tree(pool)
     if tree is not None:  # the runs replayed a recorded tree: the exact best possible over it, for these queries
-        from ..tree import RoutingTree
         from .analysis import best_possible
 
-        res.analysis.best_possible = best_possible(RoutingTree(tree), qs, pool, runs, res.analysis.small_accuracy)
+        res.analysis.best_possible = best_possible(tree, qs, pool, runs, res.analysis.small_accuracy, max_steps=max_steps)
+        if token_budget is not None or cost_budget is not None:
+            res.analysis.notes.append("the best possible routing is computed without the budgets the routers ran under")
     return res
+
+
+def _replayed_tree(pool: ModelPool):
+    """The routing tree ``pool`` replays (its cache is a tree's store), else None."""
+    folder = getattr(pool.cache, "folder", None) if type(pool.cache).__name__ == "TreeStore" else None
+    if folder is None:
+        return None
+    from ..tree import RoutingTree
+
+    return RoutingTree(folder)
 
 
 def evaluate(pool: ModelPool, queries: Sequence[Query | str | dict], routers: Iterable[Any] = (), **kw: Any) -> EvalResults:

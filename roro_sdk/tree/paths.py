@@ -77,7 +77,8 @@ class QueryTree:
 
     @property
     def cheapest(self) -> Leaf:
-        return min(self.leaves, key=lambda l: (l.cost_usd, l.routing))
+        """The cheapest routing (a correct one first among equally cheap ones)."""
+        return min(self.leaves, key=lambda l: (l.cost_usd, not l.correct, l.routing))
 
     @property
     def cheapest_correct(self) -> Leaf | None:
@@ -117,9 +118,11 @@ def walk(pool: ModelPool, store: Any, query: Query, *, depth: int, max_steps: in
             if why is None:
                 stack.append((p2, t2, c2, k2))
                 continue
-            answer = extract_answer(delim.join(t2)) if why != "error" else None
-            out.leaves.append(Leaf(routing=p2, stop=why, answer=answer, correct=check(answer, query) if why != "error" else False,
-                                   cost_usd=c2, output_tokens=k2))
+            # a failed (empty) step is not part of the run: the runtime still reads the answer of the steps before it
+            kept = t2[:-1] if why == "error" else t2
+            answer = extract_answer(delim.join(kept)) if kept else None
+            out.leaves.append(Leaf(routing=p2, stop=why, answer=answer, correct=check(answer, query), cost_usd=c2,
+                                   output_tokens=k2))
     out.leaves.sort(key=lambda l: l.routing)
     return out
 
@@ -152,14 +155,19 @@ def best_frontier(trees: Sequence[QueryTree]) -> list[FrontierPoint]:
     for i, (dc, da) in enumerate(moves, 1):
         base_cost += dc
         base_acc += da
-        pts.append(FrontierPoint(base_cost / n, base_acc / n, i))
+        point = FrontierPoint(base_cost / n, base_acc / n, i)
+        if dc <= 0 and pts:  # a gain at no extra cost: the same point, more accurate
+            pts[-1] = point
+        else:
+            pts.append(point)
     return pts
 
 
 def best_at_cost(frontier: Sequence[FrontierPoint], cost: float) -> float | None:
-    """The best accuracy achievable at mean cost ``cost`` (mixing adjacent frontier points)."""
-    if not frontier:
-        return None
+    """The best accuracy achievable at mean cost ``cost`` (mixing adjacent frontier points); None
+    below the cheapest point."""
+    if not frontier or cost < frontier[0].mean_cost_usd - 1e-15:
+        return None  # cheaper than every recorded routing: nothing is achievable there
     if cost <= frontier[0].mean_cost_usd:
         return frontier[0].accuracy
     for a, b in zip(frontier, frontier[1:]):

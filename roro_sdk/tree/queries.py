@@ -23,7 +23,10 @@ def read_queries(folder: str | Path) -> list[Query]:
         for line in fh:
             if not line.strip() or not is_complete_line(line.rstrip(b"\n")):
                 continue
-            q = Query.model_validate(json.loads(line))
+            try:
+                q = Query.model_validate(json.loads(line))
+            except ValueError as e:  # ValidationError is a ValueError
+                raise DatasetError(f"{p}: a line is not a query ({str(e).splitlines()[0]}); restore the file") from None
             if q.id not in seen:
                 seen.add(q.id)
                 out.append(q)

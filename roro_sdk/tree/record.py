@@ -10,9 +10,11 @@ it produces the same tree.
 After the tree, each router of ``routers`` (e.g. STEER, SpecReason, TRIM) is run once over the
 queries on the growing tree: every call it makes that the tree lacks (a probe, a verification, a
 path that switches model after ``depth``) is made live and recorded, so that router then replays
-with zero calls. ``cost_cap`` (dollars of live calls) stops recording before a call that could
-pass it (its :meth:`~roro_sdk.pool.ModelPool.call_cost_bound`); a re-run with a higher cap
-continues where it stopped.
+with zero calls. ``cost_cap`` (dollars of live calls in this run) stops recording before a
+tree call that could pass it (its :meth:`~roro_sdk.pool.ModelPool.call_cost_bound`, counting the
+calls in flight at theirs), and before each query's run of a router; a re-run with a higher cap
+continues where it stopped. Steps are recorded without the models' fallbacks: the tree holds what
+each model writes.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class RecordResult:
     output_tokens: int = 0  # of the live calls (the tree's and the routers')
     cost_usd: float = 0.0  # of the live calls
     wall_s: float = 0.0
-    complete: bool = True  # False when the cost cap stopped it
+    complete: bool = True  # False when the cost cap stopped it or a branch failed (a re-run continues)
     stopped: str | None = None
 
     @property
@@ -94,6 +96,7 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         if s.sampling.temperature != 0.0:
             raise ConfigError(f"model {s.name!r} samples (temperature {s.sampling.temperature}); a tree records greedy "
                               "steps only: set its sampling temperature to 0")
+    pool.check_keys()
     from ..routers import make_router
 
     side = [make_router(r, seed=seed) for r in routers]  # a bad spec fails before anything is paid for
@@ -144,7 +147,7 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         return None if stop_after(texts, max_steps=max_steps, stop_on_repeat=stop_on_repeat) else (q, path, texts)
 
     async def call(q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str, key: str | None):
-        cached = store.lookup(key) is not None
+        cached = store.holds(key, rpool.request_params(m, logprobs=True))
         async with sem:
             if not cached and res.stopped is not None:
                 return None  # the cap was reached: no new call (recorded calls are still walked)
@@ -159,7 +162,8 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
                     return None
             reserved[0] += bound
             try:
-                gen = await rpool.agenerate(m, q.question, list(texts), logprobs=True, allow_empty=True)
+                # no fallback: the tree holds what model m writes (a fallback's step would sit under m's branch)
+                gen = await rpool.agenerate(m, q.question, list(texts), logprobs=True, allow_empty=True, use_fallback=False)
             except RoroError as e:  # one failing branch is recorded as an error, never fatal to the tree
                 res.errors.append(rpool.redact(f"{q.id} {'/'.join(path + (m,))}: {e}"))
                 return None
@@ -175,24 +179,31 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
             if bar is not None:
                 bar.total = (bar.total or 0) + len(jobs)
                 bar.refresh()
-            done = await asyncio.gather(*(expand(*j) for j in jobs))
+            done = await _all_or_cancel([expand(*j) for j in jobs])
             level = [d for d in done if d is not None]
         for router in side:
             if res.stopped is not None:
                 break
-            if cost_cap is not None and store.stored_cost_usd >= cost_cap:
-                res.complete, res.stopped = False, f"cost cap ${cost_cap:g} reached before router {router.name}; re-run with a higher cap"
-                break
             before = store.stores
             rt = StepwiseRuntime(rpool, router, max_steps=max_steps, stop_on_repeat=stop_on_repeat)
-            trajs = await rt.arun_many(qs, concurrency=concurrency)
-            res.router_live_calls += store.stores - before
-            for t in trajs:
+
+            async def run_one(q: Query, rt: StepwiseRuntime = rt, name: str = router.name) -> None:
+                async with sem:
+                    # the cap is checked before each query's run: a run in flight may pass it by its own calls
+                    if cost_cap is not None and store.stored_cost_usd >= cost_cap:
+                        res.complete = False
+                        res.stopped = res.stopped or f"cost cap ${cost_cap:g} reached while recording router {name}; re-run with a higher cap"
+                        return
+                    t = await rt.arun(q, raise_on_error=False)
                 if t.error:
-                    res.errors.append(f"{t.query.id} {router.name}: {t.error}")
+                    res.errors.append(f"{q.id} {name}: {t.error}")
+
+            await _all_or_cancel([run_one(q) for q in qs])
+            res.router_live_calls += store.stores - before
     finally:
         if bar is not None:
             bar.close()
+        res.complete = res.complete and not res.errors  # a failed branch is a hole: re-run to fill it
         res.wall_s = time.perf_counter() - t0
         res.output_tokens, res.cost_usd = store.stored_output_tokens, store.stored_cost_usd
         store.close()
@@ -206,6 +217,19 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
     manifest.stats = dict(res.as_dict(), calls_in_tree=len(store), bytes=tree_bytes(folder))
     manifest.save(folder)
     return res
+
+
+async def _all_or_cancel(coros: list) -> list:
+    """``gather``, but the first exception cancels the rest before it propagates: no task may go on
+    writing to a store that is being closed."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def record_tree(pool: ModelPool, queries: Sequence[Query | str | dict], folder: str | Path, **kw: Any) -> RecordResult:

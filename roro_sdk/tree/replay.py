@@ -48,14 +48,18 @@ class RoutingTree:
         if grow:
             check_local_dtypes(self.manifest, folder=self.folder)
         base = like or self.manifest.make_pool(keys=grow)
+        specs = base.specs if grow else [s.model_copy(update={"api_key_env": None}) for s in base.specs]  # no key to replay
         store = TreeStore(self.folder, live=True, seed_in_key=self.manifest.recording.seed_in_key) if grow else self.store
-        return ModelPool(base.specs, allow_unpriced=base.allow_unpriced, prompt=base.prompt, retry=base.retry, cache=store)
+        return ModelPool(specs, allow_unpriced=base.allow_unpriced, prompt=base.prompt, retry=base.retry, cache=store)
 
-    def query_trees(self, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None) -> list[QueryTree]:
-        """Every recorded routing of each query (default: all of the tree's), priced by ``pool``."""
+    def query_trees(self, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None,
+                    max_steps: int | None = None) -> list[QueryTree]:
+        """Every recorded routing of each query (default: all of the tree's), priced by ``pool``;
+        ``max_steps`` below the recorded one cuts runs there, as a runtime with it would."""
         rec = self.manifest.recording
         p = pool or self.manifest.make_pool()
-        return [walk(p, self.store, q, depth=rec.depth, max_steps=rec.max_steps, stop_on_repeat=rec.stop_on_repeat)
+        cap = rec.max_steps if max_steps is None else min(max_steps, rec.max_steps)
+        return [walk(p, self.store, q, depth=rec.depth, max_steps=cap, stop_on_repeat=rec.stop_on_repeat)
                 for q in (self.queries if queries is None else queries)]
 
     def frontier(self, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None) -> list[FrontierPoint]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,11 @@ def _served(rec: dict[str, Any], want_lp: bool, want_top: int) -> dict[str, Any]
     return out
 
 
+def _asked(r: dict[str, Any]) -> bool:
+    """Whether logprobs were asked for when the call was recorded (older lines: whether it has them)."""
+    return bool(r.get("lp", r.get("token_logprobs") is not None))
+
+
 def _top(t: dict[str, float], n: int) -> dict[str, float]:
     """The ``n`` most likely of ``t``, in ``t``'s own order (a router may sum them in that order)."""
     keep = {k for k, _ in sorted(t.items(), key=lambda kv: -kv[1])[:n]}
@@ -77,6 +83,7 @@ class TreeStore:
 
     def __init__(self, folder: str | Path, *, live: bool = False, seed_in_key: bool = False) -> None:
         self.folder = self.path = Path(folder)
+        self.deterministic = True  # greedy calls: a recorded result is what a retry would return
         self.live, self.seed_in_key = live, seed_in_key
         self.stats = CacheStats()  # as the generation cache counts, so evaluations report tree hits alike
         self._records: dict[str, dict[str, Any]] = {}
@@ -122,14 +129,21 @@ class TreeStore:
     def compact(self) -> Path:
         """Write every call (latest per key) into ``calls.jsonl.gz`` and remove ``calls.jsonl``.
         Deterministic (sorted keys, no timestamp in the gzip header), so the same tree gives the
-        same bytes."""
+        same bytes. Run it when no other process is recording into the folder."""
         self.close()
         gz, plain = self.folder / COMPACT, self.folder / CALLS
+        records: dict[str, dict[str, Any]] = {}
+        for rec in self._read():  # the files, not this process's view: another writer's lines count too
+            records[rec["k"]] = rec
+        self._records = records
         tmp = gz.with_suffix(".tmp")
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as fh:
-            for k in sorted(self._records):
-                # no sort_keys: the order of top logprobs is data (a router sums them in that order)
-                fh.write((json.dumps(self._records[k], ensure_ascii=False) + "\n").encode("utf-8"))
+        with open(tmp, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as fh:
+                for k in sorted(records):
+                    # no sort_keys: the order of top logprobs is data (a router sums them in that order)
+                    fh.write((json.dumps(records[k], ensure_ascii=False) + "\n").encode("utf-8"))
+            raw.flush()
+            os.fsync(raw.fileno())  # on disk before the plain file it replaces is removed
         tmp.replace(gz)
         plain.unlink(missing_ok=True)
         return gz
@@ -137,6 +151,15 @@ class TreeStore:
     # ----- the pool's cache interface --------------------------------------------------------------
     def key(self, kwargs: dict[str, Any], messages: list[Any], *, cut: bool = True) -> str | None:
         return tree_key(kwargs, messages, cut=cut, seed_in_key=self.seed_in_key)
+
+    def holds(self, key: str | None, request: dict[str, Any] | None = None) -> bool:
+        """Whether a call with ``request``'s parameters is answered from the tree (counts nothing)."""
+        rec = self.lookup(key)
+        if rec is None:
+            return False
+        want_lp, want_top = _wants(request)
+        r = rec["r"]
+        return (not want_lp or _asked(r)) and want_top <= int(r.get("top_n", 0))
 
     def lookup(self, key: str | None) -> dict[str, Any] | None:
         """The stored line of ``key`` (``{"k", "m", "r", ...}``), or None; counts nothing."""
@@ -150,8 +173,8 @@ class TreeStore:
             why = "it samples (temperature > 0 without a seed), and a tree holds greedy calls only"
         elif rec is None:
             why = "the tree never expanded this request (a path or side call it does not hold)"
-        elif want_lp and rec["r"].get("token_logprobs") is None:
-            why = "it asks for logprobs and the tree recorded this call without them"
+        elif want_lp and not _asked(rec["r"]):
+            why = "it asks for logprobs and the tree recorded this call without asking for them"
         elif want_top > int(rec["r"].get("top_n", 0)):
             why = f"it asks for {want_top} top logprobs and the tree recorded {rec['r'].get('top_n', 0)}"
         if why is not None:
@@ -171,13 +194,14 @@ class TreeStore:
         if key is None:
             return
         want_lp, want_top = _wants(request)
-        r = dict(record, top_n=want_top if want_lp else 0)
+        # lp: logprobs were asked for (a provider that has none answers None; asking again would not help)
+        r = dict(record, lp=want_lp, top_n=want_top if want_lp else 0)
         if not want_lp:
             r["token_logprobs"] = r["top_logprobs"] = None
         line = {"k": key, "m": model, "r": r}
         with self._lock:
             old = self._records.get(key)
-            if old is not None and old["r"].get("token_logprobs") is not None and r["token_logprobs"] is None:
+            if old is not None and _asked(old["r"]) and not want_lp:
                 return  # a richer record of the same call is kept
             self._records[key] = line
             self.stats.stores += 1
