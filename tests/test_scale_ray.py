@@ -235,3 +235,21 @@ def test_grpo_rollouts_on_ray_match_local_for_any_number_of_workers(cluster, tmp
     local, two = ([[h[k] for k in keys] for h in run] for run in runs)
     assert two == local  # update 2 ran on the weights update 1 trained: they reached the workers
     assert json.loads((tmp_path / "ray2" / "config.json").read_text())["ray"]["workers"] == 2
+
+
+def test_record_tree_over_ray_matches_local(cluster, tmp_path):
+    """Each query's subtree on a worker, every call written by the driver: the same tree, the same
+    replay; a re-run over Ray records nothing new."""
+    from roro_sdk.tree import RoutingTree, TreeStore
+
+    args = ["record-tree", "--dataset", "sim:min_steps=2,max_steps=4", "--limit", "6", "--depth", "1", "--max-steps", "12",
+            "--routers", "steer:0.8", "-q"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--ray", "auto", "--ray-workers", "2"]) == 0
+    content = lambda f: {r["k"]: {k: v for k, v in r["r"].items() if k != "latency_s"} for r in TreeStore(f).records()}  # noqa: E731
+    assert content(tmp_path / "ray") == content(tmp_path / "local")
+    lines = (tmp_path / "ray" / "calls.jsonl").read_text().splitlines()
+    assert len(lines) == len({json.loads(x)["k"] for x in lines})
+    assert RoutingTree(tmp_path / "ray").frontier() == RoutingTree(tmp_path / "local").frontier()
+    assert main([*args, "--out", str(tmp_path / "ray"), "--ray", "auto", "--ray-workers", "2"]) == 0
+    assert (tmp_path / "ray" / "calls.jsonl").read_text().splitlines() == lines  # everything was already recorded

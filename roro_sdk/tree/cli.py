@@ -9,7 +9,7 @@ import argparse
 import json
 from typing import Any
 
-from .._cli_common import choose_pool, load_queries, print_table
+from .._cli_common import add_ray_arguments, choose_pool, load_queries, print_table, ray_from_args
 
 
 def cmd_record_tree(args: argparse.Namespace) -> int:
@@ -19,13 +19,14 @@ def cmd_record_tree(args: argparse.Namespace) -> int:
     if args.token_budget is not None or args.cost_budget is not None:
         raise ConfigError("record-tree records runs without budgets (a budget cuts steps short, so its steps differ); "
                           "apply --token-budget/--cost-budget when you replay the tree")
+    ray = ray_from_args(args)  # a bad --ray is refused before anything is loaded
     queries = load_queries(args)
     pool = choose_pool(args)
     routers = [r.strip() for r in args.routers.split(",") if r.strip()] if args.routers else []
     dataset = {"dataset": args.dataset, "seed": args.seed, "n": len(queries)}
     res = record_tree(pool, queries, args.out, depth=args.depth, max_steps=args.max_steps, concurrency=args.concurrency,
                       cost_cap=args.cost_cap, routers=routers, seed=args.seed, dataset=dataset, progress=not args.quiet,
-                      compact=args.compact)
+                      compact=args.compact, ray=ray)
     print(f"record-tree: {res.queries} queries, {res.calls} tree steps ({res.live_calls} made now), "
           f"{res.router_live_calls} router calls made now, {len(res.errors)} errors; {res.wall_s:.1f} s, "
           f"{res.steps_per_s:.2f} calls/s, {res.tokens_per_s:.1f} output tokens/s; ${res.cost_usd:.6f} spent now")
@@ -94,6 +95,7 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("--compact", action="store_true", help="when complete, compress the calls into calls.jsonl.gz")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     common(p)
+    add_ray_arguments(p)
     p.set_defaults(func=cmd_record_tree)
 
     p = sub.add_parser("tree", help="summarise a recorded routing tree and its exact best possible routing")

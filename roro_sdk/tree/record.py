@@ -78,12 +78,19 @@ def _seed_in_key(pool: ModelPool) -> bool:
 async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], folder: str | Path, *, depth: int = 1,
                        max_steps: int = 24, stop_on_repeat: bool = True, concurrency: int = 16,
                        cost_cap: float | None = None, routers: Sequence[str] = (), seed: int = 0,
-                       dataset: dict[str, Any] | None = None, progress: bool = False, compact: bool = False) -> RecordResult:
+                       dataset: dict[str, Any] | None = None, progress: bool = False, compact: bool = False,
+                       ray: Any = None) -> RecordResult:
     """Record (or continue recording) the routing tree of ``queries`` with ``pool`` into ``folder``.
 
     ``depth``: routing decisions branched over before each branch is completed by each single
-    model (0: only the single-model chains). See the module docstring for the rest.
+    model (0: only the single-model chains). ``ray``: record on Ray workers (``"auto"``, an
+    address or :class:`~roro_sdk.scale.RayOptions`), each query's subtree on one worker, every
+    call written by this process into the same files. See the module docstring for the rest.
     """
+    if ray is not None:
+        from ..scale import ray_options
+
+        ray = ray_options(ray)
     if not isinstance(depth, int) or depth < 0:
         raise ConfigError(f"depth must be a whole number >= 0, got {depth!r}")
     if not isinstance(max_steps, int) or max_steps < 1:
@@ -113,93 +120,16 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         manifest.save(folder)
     append_queries(folder, qs)
     store = TreeStore(folder, live=True, seed_in_key=settings.seed_in_key)
-    rpool = ModelPool(pool.specs, allow_unpriced=pool.allow_unpriced, prompt=pool.prompt, retry=pool.retry, cache=store)
     res = RecordResult(folder=str(folder), queries=len(qs))
     bar = _bar(progress)
-    sem = asyncio.Semaphore(concurrency)
     t0 = time.perf_counter()
-
-    inflight: dict[str | None, asyncio.Future] = {}
-    reserved = [0.0]  # dollars of the calls in flight, at their bound
-
-    async def expand(q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str) -> tuple | None:
-        key = step_key(rpool, store, m, q.question, texts)
-        if key in inflight:  # two paths reached the same prefix: one call serves both
-            gen = await asyncio.shield(inflight[key])
-            if gen is None:
-                return None
-            return _after(q, path + (m,), texts + (gen.text,))
-        fut = inflight[key] = asyncio.get_running_loop().create_future()
-        try:
-            gen = await call(q, path, texts, m, key)
-        except BaseException:
-            fut.set_result(None)
-            raise
-        fut.set_result(gen)
-        if gen is None:
-            return None
-        if bar is not None:
-            bar.update(1)
-        return _after(q, path + (m,), texts + (gen.text,))
-
-    def _after(q: Query, path: tuple[str, ...], texts: tuple[str, ...]) -> tuple | None:
-        res.calls += 1
-        return None if stop_after(texts, max_steps=max_steps, stop_on_repeat=stop_on_repeat) else (q, path, texts)
-
-    async def call(q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str, key: str | None):
-        cached = store.holds(key, rpool.request_params(m, logprobs=True))
-        async with sem:
-            if not cached and res.stopped is not None:
-                return None  # the cap was reached: no new call (recorded calls are still walked)
-            bound = 0.0
-            if not cached and cost_cap is not None:
-                bound = rpool.max_step_cost(m, q.question, list(texts))
-                # the calls in flight count at their bound, so concurrent calls cannot pass the cap together
-                if store.stored_cost_usd + reserved[0] + bound > cost_cap + 1e-15:
-                    res.complete = False
-                    res.stopped = (f"cost cap ${cost_cap:g} reached (${store.stored_cost_usd:.6f} spent; the next call could "
-                                   f"cost ${bound:.6f}); re-run with a higher cap to continue")
-                    return None
-            reserved[0] += bound
-            try:
-                # no fallback: the tree holds what model m writes (a fallback's step would sit under m's branch)
-                gen = await rpool.agenerate(m, q.question, list(texts), logprobs=True, allow_empty=True, use_fallback=False)
-            except RoroError as e:  # one failing branch is recorded as an error, never fatal to the tree
-                res.errors.append(rpool.redact(f"{q.id} {'/'.join(path + (m,))}: {e}"))
-                return None
-            finally:
-                reserved[0] -= bound
-        res.live_calls += not gen.cached
-        return gen
-
-    level: list[tuple[Query, tuple[str, ...], tuple[str, ...]]] = [(q, (), ()) for q in qs]
     try:
-        while level:
-            jobs = [(q, p, t, m) for q, p, t in level for m in next_models(p, rpool.names, depth)]
-            if bar is not None:
-                bar.total = (bar.total or 0) + len(jobs)
-                bar.refresh()
-            done = await _all_or_cancel([expand(*j) for j in jobs])
-            level = [d for d in done if d is not None]
-        for router in side:
-            if res.stopped is not None:
-                break
-            before = store.stores
-            rt = StepwiseRuntime(rpool, router, max_steps=max_steps, stop_on_repeat=stop_on_repeat)
-
-            async def run_one(q: Query, rt: StepwiseRuntime = rt, name: str = router.name) -> None:
-                async with sem:
-                    # the cap is checked before each query's run: a run in flight may pass it by its own calls
-                    if cost_cap is not None and store.stored_cost_usd >= cost_cap:
-                        res.complete = False
-                        res.stopped = res.stopped or f"cost cap ${cost_cap:g} reached while recording router {name}; re-run with a higher cap"
-                        return
-                    t = await rt.arun(q, raise_on_error=False)
-                if t.error:
-                    res.errors.append(f"{q.id} {name}: {t.error}")
-
-            await _all_or_cancel([run_one(q) for q in qs])
-            res.router_live_calls += store.stores - before
+        if ray is None:
+            rpool = ModelPool(pool.specs, allow_unpriced=pool.allow_unpriced, prompt=pool.prompt, retry=pool.retry, cache=store)
+            await _Recorder(rpool, store, settings, side, concurrency=concurrency, cost_cap=cost_cap, res=res, bar=bar).run(qs)
+        else:
+            await _record_on_ray(pool, store, qs, settings, list(routers), seed, ray=ray, concurrency=concurrency,
+                                 cost_cap=cost_cap, res=res, bar=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -217,6 +147,169 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
     manifest.stats = dict(res.as_dict(), calls_in_tree=len(store), bytes=tree_bytes(folder))
     manifest.save(folder)
     return res
+
+
+class _Recorder:
+    """Expands the trees of queries over one pool whose cache is ``store`` (live), level by level,
+    then runs the side-call routers over them."""
+
+    def __init__(self, rpool: ModelPool, store: TreeStore, settings: RecordingSettings, side: Sequence[Any], *,
+                 concurrency: int, cost_cap: float | None, res: RecordResult, bar: Any = None) -> None:
+        self.rpool, self.store, self.settings, self.side = rpool, store, settings, list(side)
+        self.cost_cap, self.res, self.bar = cost_cap, res, bar
+        self.sem = asyncio.Semaphore(concurrency)
+        self.inflight: dict[str | None, asyncio.Future] = {}
+        self.reserved = 0.0  # dollars of the calls in flight, at their bound
+
+    def _stops(self, texts: tuple[str, ...]) -> bool:
+        return stop_after(texts, max_steps=self.settings.max_steps, stop_on_repeat=self.settings.stop_on_repeat) is not None
+
+    async def run(self, qs: Sequence[Query]) -> None:
+        level: list[tuple[Query, tuple[str, ...], tuple[str, ...]]] = [(q, (), ()) for q in qs]
+        while level:
+            jobs = [(q, p, t, m) for q, p, t in level for m in next_models(p, self.rpool.names, self.settings.depth)]
+            if self.bar is not None:
+                self.bar.total = (self.bar.total or 0) + len(jobs)
+                self.bar.refresh()
+            done = await _all_or_cancel([self._expand(*j) for j in jobs])
+            level = [d for d in done if d is not None]
+        for router in self.side:
+            if self.res.stopped is not None:
+                break
+            before = self.store.stores
+            rt = StepwiseRuntime(self.rpool, router, max_steps=self.settings.max_steps, stop_on_repeat=self.settings.stop_on_repeat)
+            await _all_or_cancel([self._route(rt, router.name, q) for q in qs])
+            self.res.router_live_calls += self.store.stores - before
+
+    async def _expand(self, q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str) -> tuple | None:
+        key = step_key(self.rpool, self.store, m, q.question, texts)
+        if key in self.inflight:  # two paths reached the same prefix: one call serves both
+            gen = await asyncio.shield(self.inflight[key])
+        else:
+            fut = self.inflight[key] = asyncio.get_running_loop().create_future()
+            try:
+                gen = await self._call(q, path, texts, m, key)
+            except BaseException:
+                fut.set_result(None)
+                raise
+            fut.set_result(gen)
+            if gen is not None and self.bar is not None:
+                self.bar.update(1)
+        if gen is None:
+            return None
+        self.res.calls += 1
+        t2 = texts + (gen.text,)
+        return None if self._stops(t2) else (q, path + (m,), t2)
+
+    async def _call(self, q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str, key: str | None):
+        res, cap = self.res, self.cost_cap
+        cached = self.store.holds(key, self.rpool.request_params(m, logprobs=True))
+        async with self.sem:
+            if not cached and res.stopped is not None:
+                return None  # the cap was reached: no new call (recorded calls are still walked)
+            bound = 0.0
+            if not cached and cap is not None:
+                bound = self.rpool.max_step_cost(m, q.question, list(texts))
+                # the calls in flight count at their bound, so concurrent calls cannot pass the cap together
+                if self.store.stored_cost_usd + self.reserved + bound > cap + 1e-15:
+                    res.complete = False
+                    res.stopped = (f"cost cap ${cap:g} reached (${self.store.stored_cost_usd:.6f} spent; the next call "
+                                   f"could cost ${bound:.6f}); re-run with a higher cap to continue")
+                    return None
+            self.reserved += bound
+            try:
+                # no fallback: the tree holds what model m writes (a fallback's step would sit under m's branch)
+                gen = await self.rpool.agenerate(m, q.question, list(texts), logprobs=True, allow_empty=True, use_fallback=False)
+            except RoroError as e:  # one failing branch is recorded as an error, never fatal to the tree
+                res.errors.append(self.rpool.redact(f"{q.id} {'/'.join(path + (m,))}: {e}"))
+                return None
+            finally:
+                self.reserved -= bound
+        res.live_calls += not gen.cached
+        return gen
+
+    async def _route(self, rt: StepwiseRuntime, name: str, q: Query) -> None:
+        async with self.sem:
+            # the cap is checked before each query's run: a run in flight may pass it by its own calls
+            if self.cost_cap is not None and self.store.stored_cost_usd >= self.cost_cap:
+                self.res.complete = False
+                self.res.stopped = self.res.stopped or (f"cost cap ${self.cost_cap:g} reached while recording router {name}; "
+                                                        "re-run with a higher cap")
+                return
+            t = await rt.arun(q, raise_on_error=False)
+        if t.error:
+            self.res.errors.append(f"{q.id} {name}: {t.error}")
+
+
+@dataclass
+class TreeRecordWorker:
+    """Built once per Ray worker: the pool (from its recipe) over a store that reads the tree
+    folder (what is recorded is not paid twice where the folder is shared) and keeps new calls in
+    memory; then ``query -> (new call lines, the query's counts)``, written by the driver."""
+
+    make_pool: Any
+    folder: str
+    settings: RecordingSettings
+    routers: list[str]
+    seed: int
+    concurrency: int
+
+    def __call__(self):
+        from .._env import import_litellm
+        from ..routers import make_router
+
+        import_litellm()
+        pool = self.make_pool()
+        store = TreeStore(self.folder, live=True, seed_in_key=self.settings.seed_in_key, write=False)
+        rpool = ModelPool(pool.specs, allow_unpriced=pool.allow_unpriced, prompt=pool.prompt, retry=pool.retry, cache=store)
+        side = [make_router(r, seed=self.seed) for r in self.routers]
+
+        async def record(q: Query) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            res = RecordResult(folder=self.folder, queries=1)
+            await _Recorder(rpool, store, self.settings, side, concurrency=self.concurrency, cost_cap=None, res=res).run([q])
+            return store.drain(), {"calls": res.calls, "live_calls": res.live_calls,
+                                   "router_live_calls": res.router_live_calls, "errors": res.errors}
+
+        return record
+
+
+async def _record_on_ray(pool: ModelPool, store: TreeStore, qs: list[Query], settings: RecordingSettings,
+                         routers: list[str], seed: int, *, ray: Any, concurrency: int, cost_cap: float | None,
+                         res: RecordResult, bar: Any) -> None:
+    """Each query's subtree on one worker; its calls come back and are appended here, so the
+    files, resume and compaction are the local path's. The cost cap is checked before each query
+    is handed out (a query in flight may pass it by its own calls)."""
+    from ..scale import arun_sharded, pool_recipe
+
+    # queries in flight per worker: a few, each with its own calls in flight (a local engine batches them all)
+    per_worker = ray.concurrency or max(1, min(4, len(qs)))
+    worker = TreeRecordWorker(pool_recipe(pool), str(store.folder), settings, routers, seed, concurrency)
+
+    def sink(i: int, out: Any) -> None:
+        lines, counts = out
+        store.add_lines(lines)
+        res.calls += counts["calls"]
+        res.live_calls += counts["live_calls"]
+        res.router_live_calls += counts["router_live_calls"]
+        res.errors.extend(counts["errors"])
+        if bar is not None:
+            bar.update(1)
+
+    def admit(i: int) -> bool:
+        if cost_cap is not None and store.stored_cost_usd >= cost_cap:
+            res.complete = False
+            res.stopped = f"cost cap ${cost_cap:g} reached (${store.stored_cost_usd:.6f} spent); re-run with a higher cap"
+            return False
+        return True
+
+    def give_up(i: int, q: Query, why: str) -> Any:
+        return [], {"calls": 0, "live_calls": 0, "router_live_calls": 0, "errors": [f"{q.id}: {why}"]}
+
+    if bar is not None:
+        bar.total = len(qs)
+        bar.unit = "query"
+        bar.refresh()
+    await arun_sharded(qs, worker, sink, options=ray, concurrency=per_worker, admit=admit, give_up=give_up)
 
 
 async def _all_or_cancel(coros: list) -> list:

@@ -81,10 +81,11 @@ class TreeStore:
     returns None, the pool calls the model, and the result is appended to ``calls.jsonl``.
     """
 
-    def __init__(self, folder: str | Path, *, live: bool = False, seed_in_key: bool = False) -> None:
+    def __init__(self, folder: str | Path, *, live: bool = False, seed_in_key: bool = False, write: bool = True) -> None:
         self.folder = self.path = Path(folder)
         self.deterministic = True  # greedy calls: a recorded result is what a retry would return
-        self.live, self.seed_in_key = live, seed_in_key
+        self.live, self.seed_in_key, self.write = live, seed_in_key, write
+        self._unsent: list[dict[str, Any]] = []  # write=False (a Ray worker): new lines for the driver to write
         self.stats = CacheStats()  # as the generation cache counts, so evaluations report tree hits alike
         self._records: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -198,16 +199,29 @@ class TreeStore:
         r = dict(record, lp=want_lp, top_n=want_top if want_lp else 0)
         if not want_lp:
             r["token_logprobs"] = r["top_logprobs"] = None
-        line = {"k": key, "m": model, "r": r}
+        self.add_lines([{"k": key, "m": model, "r": r}])
+
+    def add_lines(self, lines: list[dict[str, Any]]) -> None:
+        """Add recorded calls (a Ray worker's, on the driver); a line never replaces a richer one."""
         with self._lock:
-            old = self._records.get(key)
-            if old is not None and _asked(old["r"]) and not want_lp:
-                return  # a richer record of the same call is kept
-            self._records[key] = line
-            self.stats.stores += 1
-            self.stored_output_tokens += int(r.get("output_tokens") or 0)
-            self.stored_cost_usd += float(r.get("cost_usd") or 0.0)
-            self._append(line)
+            for line in lines:
+                old = self._records.get(line["k"])
+                if old is not None and _asked(old["r"]) and not _asked(line["r"]):
+                    continue  # a richer record of the same call is kept
+                self._records[line["k"]] = line
+                self.stats.stores += 1
+                self.stored_output_tokens += int(line["r"].get("output_tokens") or 0)
+                self.stored_cost_usd += float(line["r"].get("cost_usd") or 0.0)
+                if self.write:
+                    self._append(line)
+                else:
+                    self._unsent.append(line)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """The lines added since the last drain (``write=False``)."""
+        with self._lock:
+            out, self._unsent = self._unsent, []
+        return out
 
     @property
     def stores(self) -> int:
@@ -220,7 +234,8 @@ class TreeStore:
         return list(self._records.values())
 
     def __getstate__(self) -> dict[str, Any]:  # a worker process reopens the folder
-        return {"folder": self.folder, "live": self.live, "seed_in_key": self.seed_in_key}
+        return {"folder": self.folder, "live": self.live, "seed_in_key": self.seed_in_key, "write": self.write}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["folder"], live=state["live"], seed_in_key=state["seed_in_key"])  # type: ignore[misc]
+        self.__init__(state["folder"], live=state["live"], seed_in_key=state["seed_in_key"],  # type: ignore[misc]
+                      write=state.get("write", True))
