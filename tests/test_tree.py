@@ -345,3 +345,39 @@ def test_growing_a_tree_in_another_dtype_is_refused(sim_tree, tmp_path):
         RoutingTree(copy).pool()  # replay computes nothing: any machine replays it
     finally:
         configure_local(dtype=before.dtype)
+
+
+def test_compacted_files_are_pinned_and_verified(sim_tree, tmp_path):
+    import shutil
+
+    from roro_sdk.errors import DatasetError
+
+    _, _, _, folder = sim_tree
+    RoutingTree(folder).verify()
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    with open(copy / "queries.jsonl", "a") as fh:
+        fh.write("\n")
+    with pytest.raises(DatasetError, match="queries.jsonl: sha256"):
+        RoutingTree(copy).verify()
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "data" / "trees").glob("*/*/manifest.json"))
+
+
+@pytest.mark.parametrize("manifest", COMMITTED, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
+def test_committed_real_trees_are_intact_and_replay_without_models(manifest):
+    """The recorded real-model trees: pinned files, every branch recorded, and the single-model
+    routings replay through the runtime with zero calls (no model is loaded)."""
+    tree = RoutingTree(manifest.parent)
+    tree.verify()
+    trees = tree.query_trees()
+    assert trees and all(t.missing == 0 and t.leaves for t in trees)
+    pool = tree.pool()
+    qs = tree.queries[:5]
+    for name in pool.names:
+        trajs = StepwiseRuntime(pool, make_router(f"fixed:{name}"), max_steps=tree.manifest.recording.max_steps).run_many(qs)
+        for t, qt in zip(trajs, trees):
+            leaf = qt.routing([name])
+            assert [s.model for s in t.steps] == list(leaf.routing) and t.correct == leaf.correct
+    assert pool.cache.stats.misses == 0

@@ -52,6 +52,8 @@ class TreeManifest(BaseModel):
     recording: RecordingSettings
     datasets: list[dict[str, Any]] = Field(default_factory=list, description="where the queries came from (generator, seed, n)")
     stats: dict[str, Any] = Field(default_factory=dict, description="the last recording's throughput, time and size")
+    files: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "sha256 and bytes of the compacted files (written by compaction; checked by RoutingTree.verify)"))
 
     # ----- files -------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

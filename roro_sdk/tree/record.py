@@ -144,6 +144,7 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         manifest.weights.setdefault(name, {})["dtype"] = dt
     if compact and res.complete:
         store.compact()
+        manifest.files = file_pins(folder)
     manifest.stats = dict(res.as_dict(), calls_in_tree=len(store), bytes=tree_bytes(folder))
     manifest.save(folder)
     return res
@@ -330,6 +331,19 @@ def record_tree(pool: ModelPool, queries: Sequence[Query | str | dict], folder: 
     from .._sync import run_sync
 
     return run_sync(arecord_tree(pool, queries, folder, **kw))
+
+
+def file_pins(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of a compacted tree's data files (the manifest pins them)."""
+    import hashlib
+
+    out = {}
+    for name in ("calls.jsonl.gz", "queries.jsonl"):
+        p = Path(folder) / name
+        if p.is_file():
+            data = p.read_bytes()
+            out[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return out
 
 
 def tree_bytes(folder: str | Path) -> int:

@@ -65,6 +65,23 @@ class RoutingTree:
     def frontier(self, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None) -> list[FrontierPoint]:
         return best_frontier(self.query_trees(queries, pool=pool))
 
+    def verify(self) -> None:
+        """Check the compacted files against the sha256 the manifest pins (a committed tree):
+        :class:`~roro_sdk.errors.DatasetError` naming the file that differs."""
+        import hashlib
+
+        from ..errors import DatasetError
+
+        if not self.manifest.files:
+            raise DatasetError(f"{self.folder}: the manifest pins no files (compact the tree: record-tree --compact)")
+        for name, pin in self.manifest.files.items():
+            p = self.folder / name
+            if not p.is_file():
+                raise DatasetError(f"{p} is missing (the manifest pins it)")
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            if digest != pin["sha256"]:
+                raise DatasetError(f"{p}: sha256 {digest} is not the pinned {pin['sha256']}; restore it from the repository")
+
     def __repr__(self) -> str:
         return f"RoutingTree({str(self.folder)!r})"
 
