@@ -153,6 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if wants_report(args):  # sweeps, random curve, report folder: the evaluation harness
         return run_eval_report(args, pool, queries, routers, ray=ray)
     summaries = []
+    done = _finished(out, {q.id for q in queries}) if args.resume else {}
     writer = TrajectoryAppender(out) if out is not None else None
     runner = QueryRunner(pool, routers, ray=ray, concurrency=args.concurrency, **_runtime_kwargs(args)) if ray else None
     try:
@@ -160,13 +161,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             run_sync(runner.wait_ready())  # wall times below are the routers', not the workers' start-up
         for router in routers:
             on_result = writer.write if writer is not None else None  # each as it finishes
+            have = done.get(router.name, {})
+            todo = [q for q in queries if q.id not in have]
             t0 = time.perf_counter()
-            if runner is None:
+            if not todo:
+                trajs = []
+            elif runner is None:
                 rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
-                trajs = rt.run_many(queries, concurrency=args.concurrency, progress=not args.quiet, on_result=on_result)
+                trajs = rt.run_many(todo, concurrency=args.concurrency, progress=not args.quiet, on_result=on_result)
             else:
-                trajs = run_sync(runner.arun(router, queries, progress=not args.quiet, on_result=on_result))
+                trajs = run_sync(runner.arun(router, todo, progress=not args.quiet, on_result=on_result))
             wall = time.perf_counter() - t0
+            new = {t.query.id: t for t in trajs}
+            trajs = [have[q.id] if q.id in have else new[q.id] for q in queries if q.id in have or q.id in new]
+            if have:
+                print(f"{router.name}: {len(have)} of {len(queries)} queries already in {out}, {len(todo)} run now")
             summaries.append((summarize(trajs, large=pool.large, router=router.name), wall))
     finally:
         if writer is not None:
@@ -191,17 +200,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finished(out: Path, ids: set[str]) -> dict[str, dict]:
+    """Per router name, the trajectories of ``out`` that finished without an error, by query id
+    (the last line wins); an error is run again, as ``roro collect`` does on resume."""
+    from .trajectories import iter_trajectories, repair_torn_tail
+
+    found: dict[str, dict] = {}
+    if not out.is_file():
+        return found
+    repair_torn_tail(out)  # a killed run's half line is moved aside, not read
+    for t in iter_trajectories(out):
+        if t.query.id in ids and t.stop_reason != "error":
+            found.setdefault(t.router, {})[t.query.id] = t
+    return found
+
+
 def _eval_out(args: argparse.Namespace) -> Path | None:
     """The --out file. An existing one holding data is never replaced silently: that takes
     --overwrite (--append adds to it); a killed or repeated run must not cost the last one."""
     if args.out is None:
-        if args.append or args.overwrite:
-            raise ConfigError("--append and --overwrite need --out FILE")
+        if args.append or args.overwrite or args.resume:
+            raise ConfigError("--append, --overwrite and --resume need --out FILE")
         return None
-    if args.append and args.overwrite:
-        raise ConfigError("give --append (add to --out) or --overwrite (replace it), not both")
+    if sum(map(bool, (args.append, args.overwrite, args.resume))) > 1:
+        raise ConfigError("give one of --append (add to --out), --overwrite (replace it) or --resume (skip what it holds)")
+    from .eval.cli import wants_report
+
+    if args.resume and wants_report(args):
+        raise ConfigError("--resume skips queries a killed 'roro eval --out' finished; it does not combine with --report, "
+                          "--sweep or --random-seeds (rerun those, with --cache to pay once)")
     out = output_file(args.out, what="--out file")
-    if out.is_file() and out.stat().st_size > 0 and not (args.append or args.overwrite):
+    if out.is_file() and out.stat().st_size > 0 and not (args.append or args.overwrite or args.resume):
         raise ConfigError(f"--out {out} already holds trajectories; pass --append to add to it or --overwrite to "
                           "replace it (or choose another file)")
     return out
@@ -247,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "file with data needs --append or --overwrite")
     p.add_argument("--append", action="store_true", help="add to an existing --out file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run: skip each (router, query) --out already holds without an error, "
+                        "run the rest, summarise all")
     p.add_argument("--summary-json", default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_ray_arguments(p)

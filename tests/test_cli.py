@@ -60,3 +60,25 @@ def test_errors_are_one_clear_line(argv, msg, capsys, pool_file):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err
+
+
+def test_eval_resume_after_a_kill_runs_only_what_is_missing(tmp_path, capsys):
+    """A killed `roro eval --out` (some lines, then a torn one) continued with --resume: every
+    (router, query) once, the summary the same as one uninterrupted run."""
+    import json as _json
+
+    from roro_sdk.cli import main
+    from roro_sdk.trajectories import read_trajectories
+
+    args = ["eval", "--dataset", "sim:careful", "--limit", "8", "--router", "all-small,steer:0.8", "-q"]
+    assert main([*args, "--out", str(tmp_path / "whole.jsonl"), "--summary-json", str(tmp_path / "whole.json")]) == 0
+    lines = (tmp_path / "whole.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "killed.jsonl").write_text("".join(lines[:5]) + lines[5][:40])  # 5 finished, then a torn line
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "killed.jsonl"), "--resume", "--summary-json", str(tmp_path / "resumed.json")]) == 0
+    assert "5 of 8 queries already in" in capsys.readouterr().out
+    got = read_trajectories(tmp_path / "killed.jsonl")
+    assert sorted((t.router, t.query.id) for t in got) == sorted((t.router, t.query.id) for t in read_trajectories(tmp_path / "whole.jsonl"))
+    strip = lambda p: [{k: v for k, v in s.items() if k not in ("wall_s", "mean_latency_s")} for s in _json.loads(p.read_text())]  # noqa: E731
+    assert strip(tmp_path / "resumed.json") == strip(tmp_path / "whole.json")
+    assert main([*args, "--out", str(tmp_path / "killed.jsonl"), "--resume", "--append"]) != 0  # one of the three

@@ -253,3 +253,14 @@ def test_record_tree_over_ray_matches_local(cluster, tmp_path):
     assert RoutingTree(tmp_path / "ray").frontier() == RoutingTree(tmp_path / "local").frontier()
     assert main([*args, "--out", str(tmp_path / "ray"), "--ray", "auto", "--ray-workers", "2"]) == 0
     assert (tmp_path / "ray" / "calls.jsonl").read_text().splitlines() == lines  # everything was already recorded
+
+
+def test_eval_driver_killed_then_resumed_over_ray(cluster, tmp_path):
+    """A killed `roro eval --ray` (its file cut mid-line) re-run with --resume: the rest runs on
+    the workers, nothing is lost or run twice, the trajectories are the local run's."""
+    args = ["eval", "--dataset", "sim:careful", "--limit", "8", "--router", "all-small,steer:0.8", "-q"]
+    assert main([*args, "--out", str(tmp_path / "local.jsonl")]) == 0
+    lines = (tmp_path / "local.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "ray.jsonl").write_text("".join(lines[:6]) + lines[6][:50])
+    assert main([*args, "--out", str(tmp_path / "ray.jsonl"), "--resume", "--ray", "auto", "--ray-workers", "2"]) == 0
+    assert _comparable(tmp_path / "ray.jsonl") == _comparable(tmp_path / "local.jsonl")
