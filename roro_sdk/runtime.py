@@ -220,13 +220,11 @@ class StepwiseRuntime:
         qs = [as_query(q) for q in queries]
         self.pool.check_keys()
         sem = asyncio.Semaphore(concurrency)
-        bar = _progress(len(qs), self.router.name) if progress else None
+        bar = AccuracyBar(len(qs), self.router.name) if progress else None
         fh = TrajectoryAppender(out) if out else None
         results: list[Trajectory | None] = [None] * len(qs)
-        correct = 0
 
         async def one(i: int, q: Query) -> None:
-            nonlocal correct
             async with sem:
                 t = await self.arun(q, raise_on_error=False)
             results[i] = t
@@ -235,9 +233,7 @@ class StepwiseRuntime:
             if on_result is not None:
                 on_result(t)
             if bar is not None:
-                correct += bool(t.correct)
-                bar.set_postfix(acc=f"{correct / (bar.n + 1):.2f}", refresh=False)
-                bar.update(1)
+                bar.add(t)
 
         try:
             await asyncio.gather(*(one(i, q) for i, q in enumerate(qs)))
@@ -254,7 +250,19 @@ class StepwiseRuntime:
         return run_sync(self.arun_many(queries, **kw))
 
 
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
+class AccuracyBar:
+    """A progress bar over queries showing the running accuracy (``roro eval``'s, local or on Ray)."""
 
-    return tqdm(total=total, desc=desc, unit="q", dynamic_ncols=True)
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, unit="q", dynamic_ncols=True)
+        self._correct = 0
+
+    def add(self, traj: Trajectory) -> None:
+        self._correct += bool(traj.correct)
+        self._bar.set_postfix(acc=f"{self._correct / (self._bar.n + 1):.2f}", refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()

@@ -254,7 +254,6 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
                       dataset=dataset, n_queries=len(qs), pool={"small": pool.small, "large": pool.large, "models": models},
                       settings=settings, runs=runs)
     res.analysis = analyze(runs)
-    tree = _replayed_tree(pool)
     if tree is not None:  # the runs replayed a recorded tree: the exact best possible over it, for these queries
         from .analysis import best_possible
 
@@ -266,12 +265,9 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
 
 def _replayed_tree(pool: ModelPool):
     """The routing tree ``pool`` replays (its cache is a tree's store), else None."""
-    folder = getattr(pool.cache, "folder", None) if type(pool.cache).__name__ == "TreeStore" else None
-    if folder is None:
-        return None
-    from ..tree import RoutingTree
+    from ..tree import RoutingTree, TreeStore
 
-    return RoutingTree(folder)
+    return RoutingTree(pool.cache.folder) if isinstance(pool.cache, TreeStore) else None
 
 
 def evaluate(pool: ModelPool, queries: Sequence[Query | str | dict], routers: Iterable[Any] = (), **kw: Any) -> EvalResults:

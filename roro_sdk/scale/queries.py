@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..pool import ModelPool
 from ..routers.base import Router
-from ..runtime import StepwiseRuntime, as_query
+from ..runtime import AccuracyBar, StepwiseRuntime, as_query
 from ..types import Query, Trajectory
 from .options import RayOptions
 from .pools import pool_recipe
@@ -78,18 +78,14 @@ class QueryRunner:
             raise ConfigError(f"router {router.name!r} was not given to this QueryRunner")
         qs = [as_query(q) for q in queries]
         results: list[Trajectory | None] = [None] * len(qs)
-        bar = _progress(len(qs), router.name) if progress else None
-        correct = 0
+        bar = AccuracyBar(len(qs), router.name) if progress else None
 
         def sink(i: int, t: Trajectory) -> None:
-            nonlocal correct
             results[i] = t
             if on_result is not None:
                 on_result(t)
             if bar is not None:
-                correct += bool(t.correct)
-                bar.set_postfix(acc=f"{correct / (bar.n + 1):.2f}", refresh=False)
-                bar.update(1)
+                bar.add(t)
 
         try:
             await self.group.arun([(k, q) for q in qs], sink, give_up=lambda i, item, why: error_trajectory(item[1], router.name, why))
@@ -118,9 +114,3 @@ async def arun_queries(pool: Any, router: Router, queries: Iterable[Query | str 
     """One router over ``queries`` on Ray workers started for this call; see :class:`QueryRunner`."""
     with QueryRunner(pool, [router], ray=ray, concurrency=concurrency, **runtime_kwargs) as runner:
         return await runner.arun(router, queries, progress=progress, on_result=on_result)
-
-
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="q", dynamic_ncols=True)
