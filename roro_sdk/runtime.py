@@ -179,7 +179,7 @@ class StepwiseRuntime:
             index=len(state.steps), model=gen.model, text=gen.text, input_tokens=gen.input_tokens,
             output_tokens=gen.output_tokens, cost_usd=gen.cost_usd, priced=gen.priced, latency_s=gen.latency_s,
             probabilities=d.probabilities, reason=d.reason, retries=gen.retries, fallback_from=gen.fallback_from,
-            finish_reason=gen.finish_reason, confidence=gen.confidence, side_calls=side,
+            finish_reason=gen.finish_reason, confidence=gen.confidence, side_calls=side, forced=d.forced,
         )
 
     @staticmethod

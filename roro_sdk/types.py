@@ -215,6 +215,9 @@ class Step(_Model):
     finish_reason: str | None = None
     confidence: float | None = None
     side_calls: list[CallRecord] = Field(default_factory=list)
+    # The router had no choice here (a learned router committed to one model after its free
+    # steps): learners skip such a step, as it says nothing about the router's judgement.
+    forced: bool = False
 
     @property
     def usage(self) -> Usage:

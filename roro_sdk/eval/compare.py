@@ -264,10 +264,9 @@ async def aevaluate(pool: ModelPool, queries: Sequence[Query | str | dict], rout
 
 
 def _replayed_tree(pool: ModelPool):
-    """The routing tree ``pool`` replays (its cache is a tree's store), else None."""
-    from ..tree import RoutingTree, TreeStore
+    from ..tree import RoutingTree
 
-    return RoutingTree(pool.cache.folder) if isinstance(pool.cache, TreeStore) else None
+    return RoutingTree.of_pool(pool)
 
 
 def evaluate(pool: ModelPool, queries: Sequence[Query | str | dict], routers: Iterable[Any] = (), **kw: Any) -> EvalResults:

@@ -66,7 +66,13 @@ class EncodedTrajectory(BaseModel):
 
 class PolicyRouter(Router):
     """A learned router. ``mode``: ``sample`` (training rollouts), ``argmax``, or ``threshold``
-    (escalate to the last model when its probability is at least ``threshold``; two-model pools)."""
+    (escalate to the last model when its probability is at least ``threshold``; two-model pools).
+
+    ``free_steps``: when set, the router chooses the model of the first ``free_steps`` steps only;
+    the model of the last free step then writes every later step (a *committed* step, recorded
+    with ``forced=True``, no forward pass, skipped by the trainer). A router trained on a routing
+    tree of depth D has ``free_steps = D + 1``, the choices the tree records; it keeps that rule
+    live, so what it does live is what it was trained and evaluated on."""
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class PolicyRouter(Router):
         head: torch.nn.Linear | None = None,
         batch_window_s: float = 0.002,
         name: str = "policy",
+        free_steps: int | None = None,
     ) -> None:
         if len(models) < 2:
             raise ConfigError("a PolicyRouter needs at least two models to choose from")
@@ -95,6 +102,10 @@ class PolicyRouter(Router):
         self.max_length, self.mode, self.threshold = max_length, mode, threshold
         self.temperature, self.seed, self.head = temperature, seed, head
         self.batch_window_s, self.name = batch_window_s, name
+        if free_steps is not None and (isinstance(free_steps, bool) or not isinstance(free_steps, int) or free_steps < 1):
+            raise ConfigError(f"free_steps must be a positive whole number of steps (or None: every step free), "
+                              f"not {free_steps!r}")
+        self.free_steps = free_steps
         self.labels = list(LABELS[: len(self.models)])
         self.action_ids = self._label_ids()
         self._queue: asyncio.Queue | None = None
@@ -150,7 +161,7 @@ class PolicyRouter(Router):
         for n, step in enumerate(steps):
             ids += self._tok(self.template.decision.format(n=n + 1))
             positions.append(len(ids) - 1)
-            actions.append(self.models.index(step.model) if step.model in self.models else -1)
+            actions.append(self.models.index(step.model) if step.model in self.models and not step.forced else -1)
             cost += step.usage.cost_usd
             ids += self._step_tokens(step, cost, budget)
         if final_decision:
@@ -162,6 +173,9 @@ class PolicyRouter(Router):
         """A finished trajectory for the update: one position and action per step, left-truncated
         to ``max_length`` (decisions that fall off the window are dropped)."""
         enc = self.encode(traj.query, traj.steps, budget=budget, final_decision=False)
+        free = [p for p, a in zip(enc.positions, enc.actions) if a >= 0]
+        if free:  # nothing after the last choice is read: committed steps cost no forward pass
+            enc.ids = enc.ids[: free[-1] + 1]
         cut = max(0, len(enc.ids) - self.max_length)
         keep = [(p - cut, a, s) for p, a, s in zip(enc.positions, enc.actions, enc.steps) if a >= 0 and p - cut >= 0]
         return EncodedTrajectory(ids=enc.ids[cut:], positions=[p for p, _, _ in keep], actions=[a for _, a, _ in keep],
@@ -232,13 +246,24 @@ class PolicyRouter(Router):
             k = max(range(len(probs)), key=lambda i: probs[i])
         return Decision(self.models[k], dict(zip(self.models, probs)), f"policy p({self.models[k]})={probs[k]:.2f} [{self.mode}]")
 
+    def _committed(self, state: RoutingState) -> Decision | None:
+        if self.free_steps is None or len(state.steps) < self.free_steps or not state.steps:
+            return None
+        m = state.steps[-1].model
+        return Decision(m, {n: float(n == m) for n in self.models}, f"committed to {m} after {self.free_steps} free steps",
+                        forced=True)
+
     def decide(self, state: RoutingState) -> Decision:
+        if (d := self._committed(state)) is not None:
+            return d
         enc = self.encode(state.query, state.steps, budget=state.cost_budget)
         return self._choose(self._score_one(enc.ids, state.memo), state)
 
     async def adecide(self, state: RoutingState) -> Decision:
         """Concurrent decisions (``run_many``) are gathered for ``batch_window_s`` and scored in one
         forward; a lone decision uses its query's KV cache instead."""
+        if (d := self._committed(state)) is not None:
+            return d
         enc = self.encode(state.query, state.steps, budget=state.cost_budget)
         loop = asyncio.get_running_loop()
         if self._queue is None or self._queue_loop is not loop:
@@ -278,7 +303,7 @@ class PolicyRouter(Router):
         meta: dict[str, Any] = {
             "models": self.models, "template": self.template.model_dump(), "max_length": self.max_length,
             "mode": self.mode, "threshold": self.threshold, "temperature": self.temperature,
-            "base": getattr(self, "base_name", None), "head": self.head is not None,
+            "base": getattr(self, "base_name", None), "head": self.head is not None, "free_steps": self.free_steps,
         }
         if has_adapter(self.model):
             save_adapter(self.model, folder / "adapter")
@@ -332,6 +357,7 @@ class PolicyRouter(Router):
             head = torch.nn.Linear(w["weight"].shape[1], w["weight"].shape[0])
             head.load_state_dict(w)
         kw = {k: meta[k] for k in ("max_length", "mode", "threshold", "temperature")}
+        kw["free_steps"] = meta.get("free_steps")  # absent in routers saved before it existed
         kw.update(overrides)
         router = cls(model, tokenizer, meta["models"], template=PolicyTemplate(**meta["template"]), head=head, **kw)
         router.base_name = None if meta["base"] == "base" else meta["base"]

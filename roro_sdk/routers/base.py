@@ -35,6 +35,7 @@ class Decision:
     ``step`` is set when the router already holds the text of the step (an accepted draft), so
     the runtime records it instead of calling a model again. ``side_calls`` are the other calls
     the router made for this step (rejected drafts, verifications); their cost counts.
+    ``forced``: the router had no choice (it is committed to a model); learners skip the step.
     """
 
     model: str
@@ -42,6 +43,7 @@ class Decision:
     reason: str = ""
     step: Generation | None = None
     side_calls: list[tuple[str, Generation]] = field(default_factory=list)
+    forced: bool = False
 
 
 @dataclass

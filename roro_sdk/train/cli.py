@@ -56,8 +56,13 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         verifier = record_step_verifier
     elif args.process.startswith("judge:"):
         scores, scoring = _judge_scores(args.process.split(":", 1)[1], trajs)
+    elif args.process.startswith("tree:"):
+        from ..tree.labels import tree_step_verifier
+        from ..tree.replay import tree_of_spec
+
+        verifier = tree_step_verifier(tree_of_spec(args.process))
     elif args.process != "none":
-        raise ConfigError(f"--process {args.process!r}: use 'step-records', 'none' or 'judge:<config.yaml>'")
+        raise ConfigError(f"--process {args.process!r}: use 'step-records', 'tree:PATH', 'none' or 'judge:<config.yaml>'")
     ps = build_pairs(trajs, cfg, process_scores=scores, step_verifier=verifier)
     ps.stats.process_scoring = scoring
     n = write_pairs(args.out, ps.pairs)
@@ -207,7 +212,8 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("--process-margin", type=float, default=0.1, help="process pairs: process score gap")
     p.add_argument("--process", default="step-records",
                    help="process scores: 'step-records' (step texts tagged [easy]/[hard] and 'mistake', as the sim "
-                        "writes), 'none', or 'judge:<config.yaml>' (a Judge under a Rubricor)")
+                        "writes), 'tree:PATH' (exact step labels from a recorded routing tree's node values), "
+                        "'none', or 'judge:<config.yaml>' (a Judge under a Rubricor)")
     p.add_argument("--max-per-query", type=int, default=16, help="cap per query and kind (0: none)")
     p.add_argument("--max-per-kind", type=int, default=None)
     p.add_argument("--balance-kinds", action="store_true")

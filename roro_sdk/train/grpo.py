@@ -48,7 +48,7 @@ from ..rewards import group_rewards
 from ..runtime import StepwiseRuntime
 from ..structured import spent_of, usage_delta
 from ..types import Query, Trajectory, Usage
-from .grpo_config import GRPOConfig, config_judge, pool_and_queries
+from .grpo_config import GRPOConfig, config_judge, pool_and_queries, tree_limits
 from .grpo_rollouts import RayRollouts, trainable_parameters
 from .outdir import fsync_dir, fsync_tree, prepare_run_folder, rewrite_jsonl
 from .sim_bench import sim_escalation_shares, sim_rule_judge  # noqa: F401  (sim_rule_judge: its old path)
@@ -107,8 +107,10 @@ class GRPOResult:
 
 
 # ------------------------------------------------------------------------------------ setup
-def build_policy(cfg: GRPOConfig, models: Sequence[str], queries: Sequence[Query]) -> PolicyRouter:
-    """A fresh router: the base model (tiny random, or loaded) with a new LoRA adapter."""
+def build_policy(cfg: GRPOConfig, models: Sequence[str], queries: Sequence[Query], *,
+                 free_steps: int | None = None) -> PolicyRouter:
+    """A fresh router: the base model (tiny random, or loaded) with a new LoRA adapter;
+    ``free_steps`` (default the config's): see :class:`PolicyRouter`."""
     from ..hf import add_lora, load_causal_lm, set_seed, tiny_model_and_tokenizer
 
     set_seed(cfg.seed)
@@ -123,7 +125,8 @@ def build_policy(cfg: GRPOConfig, models: Sequence[str], queries: Sequence[Query
     model = add_lora(model, r=cfg.policy.lora_r, alpha=cfg.policy.lora_alpha)
     head = torch.nn.Linear(model.config.hidden_size, len(models)) if cfg.policy.head == "linear" else None
     router = PolicyRouter(model, tok, models, max_length=cfg.policy.max_length, mode="sample",
-                          temperature=cfg.policy.temperature, head=head, seed=cfg.seed)
+                          temperature=cfg.policy.temperature, head=head, seed=cfg.seed,
+                          free_steps=cfg.policy.free_steps if free_steps is None else free_steps)
     router.base_name = base_name
     return router
 
@@ -475,8 +478,9 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     if cfg.rewards.lambda_p > 0 and judge is None:
         raise TrainingConfigError("rewards.lambda_p > 0 needs a judge")
     rubricor = rubricor or StaticRubricor()
+    free_steps = tree_limits(cfg, pool)
     device = _device(cfg)
-    router = build_policy(cfg, pool.names, list(train_qs) + list(eval_qs))
+    router = build_policy(cfg, pool.names, list(train_qs) + list(eval_qs), free_steps=free_steps)
     _place(router, device, _dtype(cfg, device))
     params = list(_trainable(router).values())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -493,7 +497,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     # rollouts on Ray workers: each builds this same router once (build_policy is seeded) and gets
     # the trainable weights at every update; the policy itself stays here
     on_ray = None if cfg.ray is None else RayRollouts(
-        cfg.ray, pool, functools.partial(build_policy, cfg, pool.names, list(train_qs) + list(eval_qs)),
+        cfg.ray, pool, functools.partial(build_policy, cfg, pool.names, list(train_qs) + list(eval_qs), free_steps=free_steps),
         concurrency=cfg.concurrency, max_steps=cfg.max_steps, cost_budget=cfg.cost_budget)
 
     for update in range(start, cfg.updates):
@@ -580,6 +584,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
             "process": sum(p.process for p in parts) / m,
             "cost_norm": sum(p.cost_norm for p in parts) / m,
             "accuracy": sum(bool(t.correct) for t in trajs) / n,
+            "rollout_errors": sum(t.stop_reason == "error" for t in trajs),  # e.g. a rollout that left a replayed tree
             "large_share": sum(s.model == pool.large for t in trajs for s in t.steps) / max(1, sum(len(t.steps) for t in trajs)),
             "zero_adv_groups": zero_groups / len(batch),
             "kl": stats["kl"] / max(n_steps, 1),

@@ -32,6 +32,9 @@ class PolicyConfig(BaseModel):
     max_length: int = Field(1024, ge=16)
     head: Literal["lm", "linear"] = "lm"
     temperature: float = Field(1.0, gt=0.0)
+    free_steps: int | None = Field(None, ge=1, description="choose the model of the first N steps only, then keep "
+                                   "the last one (committed steps); default: every step free, or depth + 1 on a "
+                                   "routing tree of that depth (the choices it records)")
 
 
 class GRPOConfig(BaseModel):
@@ -170,6 +173,25 @@ def pool_and_queries(cfg: GRPOConfig) -> tuple[ModelPool, list[Query], list[Quer
     n = cfg.train_queries + cfg.eval_queries
     queries = tree_of_spec(cfg.dataset).queries[:n] if is_tree_spec(cfg.dataset) else load_dataset(cfg.dataset, limit=n, seed=cfg.seed)
     return pool, queries[: cfg.train_queries], queries[cfg.train_queries:]
+
+
+def tree_limits(cfg: GRPOConfig, pool: ModelPool) -> int | None:
+    """The router's ``free_steps`` for ``pool``: the config's; on a replayed routing tree of depth D
+    at most D + 1 (by default exactly that), and ``max_steps`` at most what the tree recorded."""
+    from ..tree import RoutingTree
+
+    tree = RoutingTree.of_pool(pool)
+    if tree is None:
+        return cfg.policy.free_steps
+    recorded = tree.manifest.recording.max_steps
+    if cfg.max_steps > recorded:
+        raise TrainingConfigError(f"{tree.folder} was recorded with max_steps {recorded}; set max_steps <= {recorded} "
+                                  f"(got {cfg.max_steps}): longer runs are not in the tree")
+    if cfg.policy.free_steps is not None and cfg.policy.free_steps > tree.free_steps:
+        raise TrainingConfigError(f"policy.free_steps = {cfg.policy.free_steps}, but {tree.folder} records every model's "
+                                  f"choice for the first {tree.free_steps} steps only (depth {tree.free_steps - 1}); set "
+                                  f"policy.free_steps <= {tree.free_steps}, or record a deeper tree")
+    return cfg.policy.free_steps or tree.free_steps
 
 
 def config_judge(cfg: GRPOConfig) -> Any:

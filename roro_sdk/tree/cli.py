@@ -80,6 +80,29 @@ def cmd_tree_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tree_leaves(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..tasks import check_limit
+    from ..trajectories import write_trajectories
+    from .labels import leaf_trajectories
+    from .replay import RoutingTree
+
+    if not args.out:
+        raise ConfigError("roro tree leaves needs --out FILE: the trajectories JSONL to write (replaced)")
+    tree = RoutingTree(args.path)
+    limit = check_limit(args.limit)
+    queries = tree.queries[:limit] if limit is not None else tree.queries
+    trajs = leaf_trajectories(tree, queries)
+    n = write_trajectories(args.out, trajs, append=False)
+    right = sum(bool(t.correct) for t in trajs)
+    print(f"tree leaves: {n} routings of {len(queries)} queries ({right} correct), zero model calls -> {args.out}")
+    return 0
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    return cmd_tree_leaves(args) if args.action == "leaves" else cmd_tree_info(args)
+
+
 def add_commands(sub: Any, common: Any) -> None:
     p = sub.add_parser("record-tree", help="record the routing tree of a dataset (resumable; then replay it with --pool tree:PATH)")
     p.add_argument("--out", required=True, help="tree folder (created; an existing tree is continued)")
@@ -99,8 +122,11 @@ def add_commands(sub: Any, common: Any) -> None:
     p.set_defaults(func=cmd_record_tree)
 
     p = sub.add_parser("tree", help="summarise a recorded routing tree and its exact best possible routing")
-    p.add_argument("action", choices=["info"])
+    p.add_argument("action", choices=["info", "leaves"],
+                   help="info: what the tree holds and its best possible routing; leaves: write every routing a "
+                        "router can take in it as trajectories (--out), for 'roro pairs --process tree:PATH'")
     p.add_argument("path", help="tree folder")
     p.add_argument("--limit", type=int, default=None, help="only the first N queries")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_tree_info)
+    p.add_argument("--out", default=None, help="leaves: the trajectories JSONL to write (replaced)")
+    p.set_defaults(func=cmd_tree)

@@ -30,6 +30,17 @@ class RoutingTree:
         self.manifest = TreeManifest.load(self.folder)
         self._store: TreeStore | None = None
 
+    @classmethod
+    def of_pool(cls, pool: ModelPool) -> RoutingTree | None:
+        """The routing tree ``pool`` replays (its cache is a tree's store), else None."""
+        return cls(pool.cache.folder) if isinstance(pool.cache, TreeStore) else None
+
+    @property
+    def free_steps(self) -> int:
+        """How many leading steps the tree records every model's choice for (``depth + 1``): a
+        router may choose freely there, and must keep its last model after (the completion rule)."""
+        return self.manifest.recording.depth + 1
+
     @property
     def store(self) -> TreeStore:
         if self._store is None:

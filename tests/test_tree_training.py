@@ -1,0 +1,143 @@
+"""Training on a routing tree: committed steps, every routing as a trajectory, exact step labels,
+and GRPO whose rollouts all stay inside the tree (sim bench trees and tiny random routers)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from roro_sdk.cli import main  # noqa: E402
+from roro_sdk.errors import TrainingConfigError  # noqa: E402
+from roro_sdk.pairs import build_pairs, read_pairs  # noqa: E402
+from roro_sdk.policy.router import PolicyRouter  # noqa: E402
+from roro_sdk.runtime import StepwiseRuntime  # noqa: E402
+from roro_sdk.sim import parse_sim_spec, sim_pool, sim_queries  # noqa: E402
+from roro_sdk.trajectories import read_trajectories  # noqa: E402
+from roro_sdk.tree import Leaf, QueryTree, RoutingTree, record_tree  # noqa: E402
+from roro_sdk.tree.labels import RoutingPlan, TreeStepVerifier, leaf_trajectories, node_values, tree_step_verifier  # noqa: E402
+from roro_sdk.train.grpo import build_policy, train_router  # noqa: E402
+from roro_sdk.train.grpo_config import load_grpo_config  # noqa: E402
+from roro_sdk.types import Query  # noqa: E402
+
+SPEC = "sim:min_steps=3,max_steps=5"
+
+
+@pytest.fixture(scope="module")
+def tree1(tmp_path_factory):
+    """A depth-1 sim tree (the depth of the committed real trees): two free choices, then committed."""
+    pool = sim_pool(parse_sim_spec(SPEC))
+    qs = sim_queries(SPEC, n=12, seed=11)
+    folder = tmp_path_factory.mktemp("tree") / "d1"
+    assert record_tree(pool, qs, folder, depth=1, max_steps=12).complete
+    return pool, qs, folder
+
+
+def test_every_routing_of_the_tree_as_a_trajectory_with_zero_calls(tree1):
+    _, qs, folder = tree1
+    tree = RoutingTree(folder)
+    pool = tree.pool()
+    trajs = leaf_trajectories(tree, pool=pool)
+    assert pool.cache.stats.misses == 0
+    by_q = {}
+    for t in trajs:
+        by_q.setdefault(t.query.id, []).append(t)
+    for qt in tree.query_trees():
+        got = sorted((tuple(s.model for s in t.steps), t.correct, round(t.cost_usd, 12)) for t in by_q[qt.query.id])
+        want = sorted((l.routing, l.correct, round(l.cost_usd, 12)) for l in qt.leaves)
+        assert got == want  # exactly the tree's routings, each once, with its outcome and cost
+    for t in trajs:  # the steps after the two free choices are committed
+        assert [s.forced for s in t.steps] == [i >= 2 for i in range(len(t.steps))]
+    assert [t.id for t in leaf_trajectories(tree)] == [t.id for t in trajs]  # content-derived ids
+
+
+def _tree(routings_correct: dict[tuple[str, ...], bool]) -> QueryTree:
+    leaves = [Leaf(routing=r, stop="answer", answer=None, correct=ok, cost_usd=float(r.count("L")) + 0.1 * len(r),
+                   output_tokens={}) for r, ok in routings_correct.items()]
+    return QueryTree(query=Query(id="q", question="what?"), leaves=leaves)
+
+
+def _traj(models):
+    from roro_sdk.types import Step, Trajectory
+
+    return Trajectory(query=Query(id="q~3", question="what?"), router="r",
+                      steps=[Step(index=i, model=m, text=f"s{i}") for i, m in enumerate(models)])
+
+
+def test_step_labels_come_from_the_exact_node_values():
+    # step 1: only a large first step can still end right -> hard; a small first step is the mistake
+    qt = _tree({("S", "S", "S"): False, ("S", "L", "L"): False, ("L", "S", "S"): True, ("L", "L", "L"): True})
+    v = node_values(qt)
+    assert v[()].reachable and v[("L",)].cheapest_correct_usd == pytest.approx(1.3) and not v[("S",)].reachable
+    ver = TreeStepVerifier([qt], cheapest="S")
+    first_small = ver(_traj(["S", "S", "S"]), 0)
+    assert first_small.hard is True and first_small.mistake is True
+    first_large = ver(_traj(["L", "S", "S"]), 0)
+    assert first_large.hard is True and first_large.mistake is False
+    # step 2 after L: both children still reach a right answer -> easy, no mistake
+    assert ver(_traj(["L", "S", "S"]), 1).hard is False
+    # step 2 after S: nothing is reachable any more -> no hard/easy label
+    assert ver(_traj(["S", "L", "L"]), 1).hard is None
+    # a committed step (no recorded sibling) and a query the tree lacks: no label
+    assert ver(_traj(["L", "S", "S"]), 2) is None
+    assert ver(_traj(["L"]).model_copy(update={"query": Query(id="x", question="other")}), 0) is None
+
+
+def test_tree_labels_make_process_pairs_through_the_cli(tree1, tmp_path, capsys):
+    _, _, folder = tree1
+    out = tmp_path / "leaves.jsonl"
+    assert main(["tree", "leaves", str(folder), "--out", str(out)]) == 0
+    assert "zero model calls" in capsys.readouterr().out
+    trajs = read_trajectories(out)
+    pairs_file = tmp_path / "pairs.jsonl"
+    assert main(["pairs", "--trajectories", str(out), "--out", str(pairs_file), "--process", f"tree:{folder}"]) == 0
+    pairs = read_pairs(pairs_file)
+    assert {p.kind for p in pairs} >= {"outcome", "cost"}
+    again = build_pairs(trajs, step_verifier=tree_step_verifier(RoutingTree(folder)))
+    assert sorted(p.id for p in again.pairs) == sorted(p.id for p in pairs)
+    by_id = {t.id: t for t in trajs}
+    for p in again.by_kind("process"):  # the chosen one routed more of its labelled steps right
+        assert by_id[p.chosen_id].correct == by_id[p.rejected_id].correct
+        assert p.chosen_process > p.rejected_process
+
+
+def test_a_router_with_free_steps_commits_and_learners_skip_committed_steps(tree1, tmp_path):
+    pool, qs, _ = tree1
+    cfg = load_grpo_config(dataset=SPEC, out_dir=str(tmp_path / "x"), policy={"free_steps": 2})
+    router = build_policy(cfg, pool.names, qs)
+    assert router.free_steps == 2
+    traj = StepwiseRuntime(pool, router, max_steps=12).run(qs[0])
+    assert len(traj.steps) >= 3
+    assert {s.model for s in traj.steps[1:]} == {traj.steps[1].model}  # the second choice is kept to the end
+    assert [s.forced for s in traj.steps] == [i >= 2 for i in range(len(traj.steps))]
+    assert router.forward_calls == 2  # a committed step costs no forward pass
+    enc = router.encode_trajectory(traj)
+    assert enc.actions == [pool.names.index(s.model) for s in traj.steps[:2]]
+    assert len(enc.ids) == enc.positions[-1] + 1  # nothing after the last choice is encoded
+    again = PolicyRouter.load(router.save(tmp_path / "saved"))
+    assert again.free_steps == 2
+    with pytest.raises(Exception, match="free_steps"):
+        PolicyRouter(router.model, router.tokenizer, pool.names, free_steps=0)
+
+
+def test_plan_router_routes_by_plan_then_commits(tree1):
+    pool, qs, _ = tree1
+    t = StepwiseRuntime(pool, RoutingPlan([pool.large, pool.small]), max_steps=12).run(qs[0])
+    assert [s.model for s in t.steps] == [pool.large] + [pool.small] * (len(t.steps) - 1)
+    assert t.router == f"plan:{pool.large}>{pool.small}"
+
+
+def test_grpo_on_a_tree_commits_after_its_depth_and_never_leaves_it(tree1, tmp_path):
+    _, _, folder = tree1
+    base = dict(dataset=f"tree:{folder}", pool=f"tree:{folder}", train_queries=8, eval_queries=4, updates=2,
+                queries_per_update=2, group_size=4, minibatch_size=8, lr=1e-2, max_steps=12, judge="none",
+                rewards={"lambda_p": 0.0}, checkpoint_every=1, concurrency=16)
+    res = train_router(load_grpo_config(**base, out_dir=str(tmp_path / "run")))
+    assert res.router.free_steps == 2  # depth 1: the tree records every model's first two steps
+    assert PolicyRouter.load(tmp_path / "run" / "router").free_steps == 2
+    assert all(m["rollout_errors"] == 0 for m in res.history), "a rollout left the tree"
+    with pytest.raises(TrainingConfigError, match="free_steps <= 2"):
+        train_router(load_grpo_config(**base, out_dir=str(tmp_path / "b"), policy={"free_steps": 3}))
+    with pytest.raises(TrainingConfigError, match="max_steps <= 12"):
+        train_router(load_grpo_config(**{**base, "max_steps": 13}, out_dir=str(tmp_path / "c")))
