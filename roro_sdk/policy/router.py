@@ -110,6 +110,7 @@ class PolicyRouter(Router):
         self.action_ids = self._label_ids()
         self._queue: asyncio.Queue | None = None
         self._queue_loop: asyncio.AbstractEventLoop | None = None
+        self._scores: dict[tuple[int, ...], torch.Tensor] | None = None  # only in a with_mode view
         self.forward_calls = 0
 
     def with_mode(self, mode: Literal["sample", "argmax", "threshold"], *, seed: int | None = None) -> PolicyRouter:
@@ -124,6 +125,10 @@ class PolicyRouter(Router):
         if seed is not None:
             view.seed = seed
         view._queue, view._queue_loop, view.forward_calls = None, None, 0  # its own batching of decisions
+        # A view lives for one set of weights (a trainer makes one per update): the scores of a
+        # state seen before are reused, so the rollouts of a group that reach the same state (all
+        # of them at the first step; most of them on a replayed tree) cost one forward.
+        view._scores = {}
         return view
 
     # ----- rendering ---------------------------------------------------------------------------
@@ -257,7 +262,13 @@ class PolicyRouter(Router):
         if (d := self._committed(state)) is not None:
             return d
         enc = self.encode(state.query, state.steps, budget=state.cost_budget)
-        return self._choose(self._score_one(enc.ids, state.memo), state)
+        key = tuple(enc.ids)
+        if self._scores is not None and key in self._scores:
+            return self._choose(self._scores[key], state)
+        logits = self._score_one(enc.ids, state.memo)
+        if self._scores is not None:
+            self._scores[key] = logits
+        return self._choose(logits, state)
 
     async def adecide(self, state: RoutingState) -> Decision:
         """Concurrent decisions (``run_many``) are gathered for ``batch_window_s`` and scored in one
@@ -265,13 +276,19 @@ class PolicyRouter(Router):
         if (d := self._committed(state)) is not None:
             return d
         enc = self.encode(state.query, state.steps, budget=state.cost_budget)
+        key = tuple(enc.ids)
+        if self._scores is not None and key in self._scores:
+            return self._choose(self._scores[key], state)
         loop = asyncio.get_running_loop()
         if self._queue is None or self._queue_loop is not loop:
             self._queue, self._queue_loop = asyncio.Queue(), loop
             loop.create_task(self._batch_worker(self._queue))
         fut: asyncio.Future = loop.create_future()
         await self._queue.put((enc.ids, state.memo, fut))
-        return self._choose(await fut, state)
+        logits = await fut
+        if self._scores is not None:
+            self._scores[key] = logits
+        return self._choose(logits, state)
 
     async def _batch_worker(self, queue: asyncio.Queue) -> None:
         while True:
@@ -283,8 +300,12 @@ class PolicyRouter(Router):
                 if len(batch) == 1:
                     ids, memo, fut = batch[0]
                     results = [self._score_one(ids, memo)]
-                else:
-                    results = list(await asyncio.to_thread(self.score_states, [b[0] for b in batch]))
+                else:  # identical states (a group's first steps) are scored once
+                    distinct: dict[tuple[int, ...], int] = {}
+                    for ids, _, _ in batch:
+                        distinct.setdefault(tuple(ids), len(distinct))
+                    scored = list(await asyncio.to_thread(self.score_states, [list(k) for k in distinct]))
+                    results = [scored[distinct[tuple(ids)]] for ids, _, _ in batch]
                 for (_, _, fut), r in zip(batch, results):
                     if not fut.done():
                         fut.set_result(r)

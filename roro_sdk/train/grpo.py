@@ -274,7 +274,19 @@ def _encode(router: PolicyRouter, trajs: Sequence[Trajectory],
 
 def _decision_log_probs(router: PolicyRouter, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(a | state) of the taken actions ``[B, D]`` and the full ``[B, D, K]`` log-probs, in
-    one forward over each trajectory (never the full-vocabulary logits)."""
+    one forward over each distinct trajectory (never the full-vocabulary logits): rollouts that
+    rendered to the same ids and decision positions (a group's rollouts share their first states,
+    and on a replayed tree most of them are the same few sequences) share one forward."""
+    key = torch.cat([b["ids"], b["mask"], b["pos"]], dim=1)
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if len(uniq) < len(key):
+        first = torch.full((len(uniq),), len(key), dtype=torch.long, device=key.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(key), device=key.device), reduce="amin")
+        one = {k: v[first] for k, v in b.items()}
+        _, logp = _decision_log_probs(router, one)
+        logp = logp[inverse]
+        chosen = logp.gather(-1, b["act"].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return chosen * (b["act"] >= 0), logp
     if router.head is None:
         logits = action_logits(router.model, b["ids"], b["mask"], b["pos"], router.action_ids).logits
     else:
@@ -294,12 +306,30 @@ def _slice(b: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Ten
 ProcessScore = tuple[float | None, list[float] | None]
 
 
-def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory], queries: Sequence[Query]
-                    ) -> tuple[list[ProcessScore | None], list[RoroError]]:
+def _judged_key(query_id: str, traj: Trajectory) -> tuple:
+    return query_id, traj.stop_reason, tuple((s.model, s.text) for s in traj.steps)
+
+
+def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory], queries: Sequence[Query],
+                    judged: dict | None = None) -> tuple[list[ProcessScore | None], list[RoroError]]:
     """Per rollout ``(score, step scores)``, or None where the Rubricor or the Judge failed on it
     (after their own bounded re-asks); and those errors. One bad reply costs one rollout, not the run.
     ``queries[i]`` is the query rollout ``i`` answers: its rubric is asked for once and cached in
-    ``rubrics`` under that query's id."""
+    ``rubrics`` under that query's id. ``judged`` caches the scores of the run by rollout content
+    (query, models and texts of the steps): a rollout that repeats one already judged (common with
+    greedy steps, and the rule on a replayed tree) is not judged again."""
+    if judged is not None:
+        keys = [_judged_key(q.id, t) for q, t in zip(queries, trajs)]
+        new = [i for i, k in enumerate(keys) if k not in judged]
+        first: dict[tuple, int] = {}
+        for i in new:
+            first.setdefault(keys[i], i)
+        todo = sorted(first.values())
+        got, errors = _process_scores(judge, rubricor, rubrics, [trajs[i] for i in todo], [queries[i] for i in todo])
+        for i, g in zip(todo, got):
+            if g is not None:
+                judged[keys[i]] = g
+        return [judged.get(k) for k in keys], errors
     if judge is None:
         return [(None, None)] * len(trajs), []
     from .._sync import gather_settled, run_sync
@@ -493,6 +523,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     # checkpoint are dropped, since the resumed run writes those updates again
     rewrite_jsonl(out / "metrics.jsonl", history)
     rubrics: dict[str, Any] = {}
+    judged: dict[tuple, ProcessScore] = {}
     G = cfg.group_size
     # rollouts on Ray workers: each builds this same router once (build_policy is seeded) and gets
     # the trainable weights at every update; the policy itself stays here
@@ -523,7 +554,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         # 2. rewards and 3. group-normalised advantages; a rollout the Judge failed on is left out
         # of its group (advantage 0), the rest of the group is compared as usual
         spent_before = _spent(judge, rubricor)
-        scores, failures = _process_scores(judge, rubricor, rubrics, trajs, [batch[g] for g, _ in rollouts])
+        scores, failures = _process_scores(judge, rubricor, rubrics, trajs, [batch[g] for g, _ in rollouts], judged)
         if failures and all(s is None for s in scores):
             raise ProcessScoringError(f"update {update}: the judge failed on all {len(trajs)} rollouts; first error: "
                                       f"{type(failures[0]).__name__}: {str(failures[0])[:300]}. Check the judge (its "

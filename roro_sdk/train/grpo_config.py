@@ -62,7 +62,9 @@ class GRPOConfig(BaseModel):
     kl_coef: float = Field(0.02, ge=0.0)
 
     rewards: RewardWeights = Field(default_factory=RewardWeights)
-    judge: str = Field("sim-rule", description="'none', 'sim-rule' (sim bench ground truth), or a LocalJudge folder")
+    judge: str = Field("sim-rule", description="'none', 'sim-rule' (sim bench ground truth), 'tree:PATH' (exact step "
+                                               "labels of a recorded training tree), or a LocalJudge folder / "
+                                               "'roro train-judge' run")
     step_process_weight: float = Field(0.0, ge=0.0, description="> 0 adds step-level process advantages from per-step Judge scores")
 
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -203,6 +205,12 @@ def config_judge(cfg: GRPOConfig) -> Any:
         from .sim_bench import sim_rule_judge
 
         return sim_rule_judge()
+    from ..tree.replay import is_tree_spec, tree_of_spec
+
+    if is_tree_spec(cfg.judge):
+        from ..tree.labels import tree_judge
+
+        return tree_judge(tree_of_spec(cfg.judge))
     from ..judge import LocalJudge
 
     return LocalJudge.from_pretrained(cfg.judge)

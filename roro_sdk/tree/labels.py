@@ -143,3 +143,29 @@ def tree_step_verifier(tree: RoutingTree, queries: Sequence[Query] | None = None
     """:class:`TreeStepVerifier` over ``tree``'s queries (default: all), its cheapest model the pool's."""
     p = pool or tree.manifest.make_pool()
     return TreeStepVerifier(tree.query_trees(queries, pool=p), p.small)
+
+
+def tree_judge(tree: RoutingTree, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None):
+    """A process Judge from a routing tree's exact step labels (``judge: tree:PATH`` in a GRPO
+    config): a trajectory's score is the share of its labelled routing decisions that were right
+    (:func:`~roro_sdk.pairs.routing_process_score` with :class:`TreeStepVerifier`); a step's score is
+    1 when routed right, 0 when wrong. Where the tree labels no decision of a trajectory (nothing
+    reachable, or a query outside the tree) the score is a neutral 0.5, the same for every rollout
+    of that query, so it moves no advantage. It knows what a trained Judge can only estimate: use
+    it on training trees, as the exact upper bound of the process reward, never on held-out ones."""
+    from ..judge import FunctionJudge
+    from ..pairs import routing_process_score
+
+    verifier = tree_step_verifier(tree, queries, pool=pool)
+
+    def score(query: Query, rubric: object, traj: Trajectory) -> float:
+        s = routing_process_score(traj, verifier, cheapest=verifier.cheapest)
+        return 0.5 if s is None else s
+
+    def step(s, traj: Trajectory) -> float:
+        label = verifier(traj, s.index)
+        if label is None or label.hard is None:
+            return 0.5
+        return float((s.model != verifier.cheapest) == label.hard)
+
+    return FunctionJudge(score_fn=score, step_fn=step, name=f"tree-labels:{tree.folder.name}")
