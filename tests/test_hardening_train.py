@@ -143,13 +143,21 @@ def test_invalid_judge_replies_skip_their_rollouts_and_training_goes_on_with_the
     _, train_qs, _ = pool_and_queries(cfg)
     bad = " ".join(train_qs[0].question.split())[:60]  # every rollout of the first query, in update 0
 
+    asked: dict[str, int] = {}
+
     def reply(body: dict) -> str:
-        return NESTED if bad in body["messages"][1]["content"] else judge_json(2)
+        content = body["messages"][1]["content"]
+        asked[content] = asked.get(content, 0) + 1
+        return NESTED if bad in content else judge_json(2)
 
     with FakeOpenAIServer({"judge": FakeModel(reply=reply)}) as srv:
         judge = LiteLLMJudge(srv.spec("judge", price=(1.0, 2.0)), max_reasks=1, logprobs=False)
         res = train_router(cfg, judge=judge, rubricor=StaticRubricor(RUBRIC2))
-        assert srv.calls["judge"] == 4 * 2 + 4 + 8  # the bad query's 4 rollouts: 2 attempts each, then skipped
+        # each distinct rollout of the bad query: 2 attempts, then skipped; every other distinct
+        # rollout judged once in the run (a rollout repeating one already judged is not asked again)
+        assert srv.calls["judge"] == sum(asked.values())
+        assert all(n == (2 if bad in c else 1) for c, n in asked.items()), asked
+        assert any(bad in c for c in asked) and any(bad not in c for c in asked)
     h0, h1 = res["history"]
     assert h0["judge_failures"] == 4 and h1["judge_failures"] == 0 and res["judge_failures"] == 4
     assert h0["judge_cost_usd"] > 0 and h1["judge_cost_usd"] > 0

@@ -578,11 +578,16 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
         dmax = b["act"].shape[1]
         adv = torch.tensor(decision_advantages(advantages, steps, dmax), dtype=torch.float32, device=device)
 
-        # 4. old (rollout-policy) and reference (adapter disabled) log-probs, no gradients
+        # 4. old (rollout-policy) and reference (adapter disabled) log-probs, no gradients. One
+        # strictly on-policy step over the whole batch needs no separate pass for the old ones:
+        # before that step the policy is the rollout policy, so they are its own, detached.
+        one_step = cfg.epochs == 1 and cfg.minibatch_size >= len(trajs)
         with torch.no_grad():
-            old, old_full = _decision_log_probs(router, b)
-            with router.model.disable_adapter():
-                ref, _ = _decision_log_probs(router, b)
+            old, old_full = (None, None) if one_step else _decision_log_probs(router, b)
+            ref = None
+            if cfg.kl_coef > 0:
+                with router.model.disable_adapter():
+                    ref, _ = _decision_log_probs(router, b)
 
         # 5. PPO-clip steps with a KL penalty, on the adapter (and head) only
         router.model.train()
@@ -593,8 +598,12 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
             for idx in torch.randperm(len(trajs), generator=gen).split(cfg.minibatch_size):
                 idx = idx.to(device)
                 mb = _slice(b, idx)
-                new, _ = _decision_log_probs(router, mb)
-                res = grpo_policy_loss(new, old[idx], ref[idx], adv[idx], mb["act"] >= 0, clip=cfg.clip, kl_coef=cfg.kl_coef)
+                new, new_full = _decision_log_probs(router, mb)
+                if one_step:  # idx is the whole batch, in some order
+                    old = torch.empty_like(new).index_copy_(0, idx, new.detach())
+                    old_full = torch.empty_like(new_full).index_copy_(0, idx, new_full.detach())
+                res = grpo_policy_loss(new, old[idx], None if ref is None else ref[idx], adv[idx], mb["act"] >= 0,
+                                       clip=cfg.clip, kl_coef=cfg.kl_coef)
                 opt.zero_grad(set_to_none=True)
                 res.loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
