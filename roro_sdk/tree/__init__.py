@@ -7,6 +7,7 @@ record-tree``), it answers every router, evaluation and GRPO rollout with no mod
 (:func:`best_frontier`, the "best possible" line of ``roro eval --report``).
 """
 
+from .labels import NodeValue, RoutingPlan, TreeStepVerifier, leaf_trajectories, node_values, tree_judge, tree_step_verifier
 from .manifest import RecordingSettings, TreeManifest, check_pool
 from .paths import FrontierPoint, Leaf, QueryTree, best_at_cost, best_for_weight, best_frontier, gain_share, walk
 from .queries import read_queries
@@ -15,7 +16,8 @@ from .replay import RoutingTree, is_tree_spec, tree_of_spec
 from .store import TreeStore
 
 __all__ = [
-    "FrontierPoint", "Leaf", "QueryTree", "RecordResult", "RecordingSettings", "RoutingTree", "TreeManifest", "TreeStore",
-    "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier", "check_pool", "gain_share", "is_tree_spec",
-    "read_queries", "record_tree", "tree_of_spec", "walk",
+    "FrontierPoint", "Leaf", "NodeValue", "QueryTree", "RecordResult", "RecordingSettings", "RoutingPlan", "RoutingTree",
+    "TreeManifest", "TreeStepVerifier", "TreeStore", "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier",
+    "check_pool", "gain_share", "is_tree_spec", "leaf_trajectories", "node_values", "read_queries", "record_tree",
+    "tree_judge", "tree_of_spec", "tree_step_verifier", "walk",
 ]
