@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--tree", required=True)
     ap.add_argument("--router", action="append", default=[], help="NAME=FOLDER of a trained policy router (repeat per seed)")
     ap.add_argument("--baselines", default=",".join(BASELINES))
+    ap.add_argument("--seed", type=int, default=None, help="router seed (default: the tree's recording seed)")
     ap.add_argument("--report", default=None, help="folder for report.md and the plot")
     ap.add_argument("--json", default=None, help="results JSON")
     args = ap.parse_args()
@@ -51,7 +52,10 @@ def main() -> int:
         r.name = name
         routers.append((label, r))
     t0 = time.perf_counter()
-    res = evaluate(pool, queries, routers, max_steps=tree.manifest.recording.max_steps, progress=False,
+    # the seed the tree's router side calls were recorded with: a seeded router (random) then
+    # replays its recorded paths instead of leaving the tree
+    seed = args.seed if args.seed is not None else int((tree.manifest.datasets or [{}])[0].get("seed", 0))
+    res = evaluate(pool, queries, routers, max_steps=tree.manifest.recording.max_steps, progress=False, seed=seed,
                    dataset=f"tree:{tree.folder.name} ({len(queries)} held-out queries)", bootstrap=2000)
     wall = time.perf_counter() - t0
     curves = {c.family: c for c in res.analysis.curves}

@@ -26,6 +26,7 @@ SMALL_ARGS = {
     "train_judge_sim.py": ["--queries", "8", "--rounds", "1", "--out", "{out}"],
     "train_router_sim.py": ["--updates", "1", "--eval-queries", "4", "--out", "{out}"],
     "routing_tree.py": ["--queries", "8", "--out", "{out}"],
+    "train_router_on_tree.py": ["--queries", "8", "--updates", "2", "--out", "{out}"],
     "scale_out_ray.py": ["--queries", "6", "--out", "{out}"],
 }
 # The real local models (minutes on a CPU): run with the local_models tests, skipped without them.

@@ -171,3 +171,34 @@ def test_identical_rollouts_share_one_forward_and_one_judgement(tree1, tmp_path)
             one, _ = _decision_log_probs(router, _encode(router, [t], torch.device("cpu"))[0])
             n = one.shape[1]
             torch.testing.assert_close(chosen[i, :n], one[0], atol=1e-5, rtol=1e-5)
+
+
+def test_group_advantages_without_std_scaling_keep_cost_differences_small():
+    from roro_sdk.train.grpo import group_advantages
+
+    cost_only = [0.7, 0.7, 0.7, 0.97]  # all right, one cheaper: a cost difference of 0.27
+    assert max(abs(a) for a in group_advantages(cost_only)) > 1.5  # std scaling: as big as an outcome flip
+    assert group_advantages(cost_only, scale=False) == pytest.approx([-0.0675] * 3 + [0.2025])
+    assert group_advantages([], scale=False) == [] and group_advantages([1.0, 1.0], scale=False) == [0.0, 0.0]
+
+
+def test_grpo_with_a_cost_term_learns_the_best_plan_of_a_sim_tree(tmp_path):
+    """The sim tree's best plan with lambda_c = 0.3 is large-large (100% right; every other plan is
+    right on under half the problems). With Dr. GRPO advantages the router learns it on every seed;
+    with std-scaled advantages the cost-only groups are blown up and runs drifted to the small model (the diagnosis
+    of docs/reports/real.md)."""
+    spec = "sim:careful,hint_accuracy=0.95,min_steps=3,max_steps=5"
+    pool = sim_pool(parse_sim_spec(spec))
+    record_tree(pool, sim_queries(spec, n=24, seed=0), tmp_path / "train", depth=1, max_steps=12)
+    record_tree(pool, sim_queries(spec, n=16, seed=1000), tmp_path / "test", depth=1, max_steps=12)
+    held = RoutingTree(tmp_path / "test")
+    for seed in (0, 1, 2):
+        cfg = load_grpo_config(dataset=f"tree:{tmp_path / 'train'}", pool=f"tree:{tmp_path / 'train'}", train_queries=24,
+                               eval_queries=0, updates=12, queries_per_update=4, group_size=8, minibatch_size=32, lr=1e-2,
+                               advantage_norm="none", max_steps=12, judge="none", rewards={"lambda_p": 0.0, "lambda_c": 0.3},
+                               seed=seed, out_dir=str(tmp_path / f"run{seed}"))
+        router = train_router(cfg).router
+        trajs = StepwiseRuntime(held.pool(), router, max_steps=12).run_many(held.queries)
+        accuracy = sum(bool(t.correct) for t in trajs) / len(trajs)
+        small = StepwiseRuntime(held.pool(), RoutingPlan([pool.small]), max_steps=12).run_many(held.queries)
+        assert accuracy >= sum(bool(t.correct) for t in small) / len(small) + 0.25, seed  # well above all-small

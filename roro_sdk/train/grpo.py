@@ -160,14 +160,19 @@ _pool_and_queries = pool_and_queries  # the old private name, kept for scripts t
 
 
 # ------------------------------------------------------------------------- 3. advantages
-def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
-    """GRPO's advantage: ``(r - mean_G) / std_G`` (all zeros when the group's rewards are equal)."""
+def group_advantages(rewards: Sequence[float], eps: float = 1e-6, *, scale: bool = True) -> list[float]:
+    """GRPO's advantages of one group: each reward minus the group mean, divided by the group's
+    standard deviation when ``scale`` (zeros when the rewards are all equal). Without ``scale``
+    (Dr. GRPO), a group whose rollouts differ only in cost keeps the small advantages of a cost
+    difference, instead of having them blown up to the size of an outcome flip."""
     n = len(rewards)
+    if n == 0:
+        return []
     mean = sum(rewards) / n
     std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
     if std < eps:
         return [0.0] * n
-    return [(r - mean) / (std + eps) for r in rewards]
+    return [(r - mean) / (std + eps) if scale else r - mean for r in rewards]
 
 
 def step_advantages(traj_adv: Sequence[float], step_scores: Sequence[Sequence[float] | None], weight: float) -> list[list[float] | float]:
@@ -569,7 +574,7 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
                 advantages += [0.0] * len(members)
                 continue
             p = group_rewards([trajs[i] for i in ok], [scores[i][0] for i in ok], cfg.rewards)
-            a = group_advantages([x.total for x in p])
+            a = group_advantages([x.total for x in p], scale=cfg.advantage_norm == "std")
             parts += p
             zero_groups += all(x == 0.0 for x in a)
             kept = dict(zip(ok, step_advantages(a, [scores[i][1] for i in ok], cfg.step_process_weight)))

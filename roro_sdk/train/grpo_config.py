@@ -60,6 +60,10 @@ class GRPOConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0.0)
     clip: float = Field(0.2, gt=0.0, lt=1.0)
     kl_coef: float = Field(0.02, ge=0.0)
+    advantage_norm: Literal["std", "none"] = Field(
+        "std", description="'std': (reward - group mean) / group std (GRPO); 'none': reward - group mean (Dr. GRPO). "
+                           "With a cost term, 'std' scales a group that differs only in cost to the size of an "
+                           "outcome flip, which pushes a router to the cheap model where it cannot tell such groups apart")
 
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     judge: str = Field("sim-rule", description="'none', 'sim-rule' (sim bench ground truth), 'tree:PATH' (exact step "
