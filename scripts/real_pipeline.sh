@@ -18,6 +18,7 @@ TRAIN=${TRAIN:-$ROOT/gsm_symbolic-train}
 TEST=${TEST:-$ROOT/gsm_symbolic-test}
 SEEDS=${SEEDS:-"0 1 2"}
 UPDATES=${UPDATES:-30}
+TRAIN_QUERIES=${TRAIN_QUERIES:-1000}   # the first N problems of the training tree (default: all)
 OUT=${OUT:-runs/real}
 REPORT=${REPORT:-docs/reports/real}
 mkdir -p "$OUT"
@@ -36,7 +37,7 @@ for variant in outcome process; do
     s=$(t)
     $PY -m roro_sdk train-router --config examples/configs/real/grpo_$variant.yaml --set "dataset=tree:$TRAIN" \
         --set "pool=tree:$TRAIN" $( [ $variant = process ] && echo --set "judge=tree:$TRAIN" ) \
-        --set seed=$seed --set updates=$UPDATES --out "$OUT/$variant-s$seed" --overwrite | grep -E "^update +[0-9]*[05] |saved"
+        --set seed=$seed --set updates=$UPDATES --set train_queries=$TRAIN_QUERIES --out "$OUT/$variant-s$seed" --overwrite | grep -E "^update +[0-9]*[05] |saved"
     echo "stage 3 ($variant, seed $seed): $(( $(t) - s )) s"
   done
 done
