@@ -11,7 +11,7 @@ def choose_pool(args: argparse.Namespace):
     """The pool a command runs on: ``--pool sim[:spec]`` or a sim dataset -> the sim bench; a pool
     file; else the embedded local default pool."""
     from .defaults import default_pool
-    from .errors import ConfigError, PoolFileError
+    from .errors import PoolFileError
     from .eval.cli import pool_for
     from .pool import ModelPool
 
@@ -21,10 +21,8 @@ def choose_pool(args: argparse.Namespace):
 
     if is_tree_spec(getattr(args, "pool", None)):
         tree = tree_of_spec(args.pool)
-        recorded = tree.manifest.recording.max_steps
-        if getattr(args, "max_steps", None) is not None and args.max_steps > recorded and not getattr(args, "grow_tree", False):
-            raise ConfigError(f"{tree.folder} was recorded with max_steps {recorded}; use --max-steps <= {recorded} "
-                              f"(got {args.max_steps}): longer runs are not in the tree")
+        if getattr(args, "max_steps", None) is not None and not getattr(args, "grow_tree", False):
+            tree.check_max_steps(args.max_steps)
         return tree.pool(grow=bool(getattr(args, "grow_tree", False)))
     sim = pool_for(args)
     if sim is not None:

@@ -252,7 +252,7 @@ class PolicyRouter(Router):
         return Decision(self.models[k], dict(zip(self.models, probs)), f"policy p({self.models[k]})={probs[k]:.2f} [{self.mode}]")
 
     def _committed(self, state: RoutingState) -> Decision | None:
-        if self.free_steps is None or len(state.steps) < self.free_steps or not state.steps:
+        if self.free_steps is None or len(state.steps) < self.free_steps:  # free_steps >= 1: a step to keep
             return None
         m = state.steps[-1].model
         return Decision(m, {n: float(n == m) for n in self.models}, f"committed to {m} after {self.free_steps} free steps",

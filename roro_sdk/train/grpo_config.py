@@ -189,10 +189,7 @@ def tree_limits(cfg: GRPOConfig, pool: ModelPool) -> int | None:
     tree = RoutingTree.of_pool(pool)
     if tree is None:
         return cfg.policy.free_steps
-    recorded = tree.manifest.recording.max_steps
-    if cfg.max_steps > recorded:
-        raise TrainingConfigError(f"{tree.folder} was recorded with max_steps {recorded}; set max_steps <= {recorded} "
-                                  f"(got {cfg.max_steps}): longer runs are not in the tree")
+    tree.check_max_steps(cfg.max_steps, option="max_steps", error=TrainingConfigError)
     if cfg.policy.free_steps is not None and cfg.policy.free_steps > tree.free_steps:
         raise TrainingConfigError(f"policy.free_steps = {cfg.policy.free_steps}, but {tree.folder} records every model's "
                                   f"choice for the first {tree.free_steps} steps only (depth {tree.free_steps - 1}); set "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..pool import ModelPool
 from ..types import Query
 from .manifest import TreeManifest, check_local_dtypes, check_pool
@@ -40,6 +41,13 @@ class RoutingTree:
         """How many leading steps the tree records every model's choice for (``depth + 1``): a
         router may choose freely there, and must keep its last model after (the completion rule)."""
         return self.manifest.recording.depth + 1
+
+    def check_max_steps(self, max_steps: int, *, option: str = "--max-steps", error: type[Exception] = ConfigError) -> None:
+        """Refuse runs longer than the tree recorded (``error`` naming ``option``): their steps are not in it."""
+        recorded = self.manifest.recording.max_steps
+        if max_steps > recorded:
+            raise error(f"{self.folder} was recorded with max_steps {recorded}; use {option} <= {recorded} "
+                        f"(got {max_steps}): longer runs are not in the tree")
 
     @property
     def store(self) -> TreeStore:
