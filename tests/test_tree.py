@@ -73,6 +73,7 @@ def sim_tree(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tree") / "sim"
     res = record_tree(pool, qs, folder, depth=5, max_steps=12, routers=SIDE, compact=True)
     assert res.complete and not res.errors
+    assert str(folder) not in (folder / "manifest.json").read_text()  # a committed tree carries no local path
     return cfg, pool, qs, folder
 
 
@@ -371,6 +372,7 @@ def test_committed_real_trees_are_intact_and_replay_without_models(manifest):
     routings replay through the runtime with zero calls (no model is loaded)."""
     tree = RoutingTree(manifest.parent)
     tree.verify()
+    assert "/work/" not in manifest.read_text() and "folder" not in tree.manifest.stats  # no recording machine's path
     trees = tree.query_trees()
     assert trees and all(t.missing == 0 and t.leaves for t in trees)
     pool = tree.pool()

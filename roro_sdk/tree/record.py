@@ -145,7 +145,9 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
     if compact and res.complete:
         store.compact()
         manifest.files = file_pins(folder)
-    manifest.stats = dict(res.as_dict(), calls_in_tree=len(store), bytes=tree_bytes(folder))
+    # not the folder: the manifest lives in it, and a committed tree must not carry a recording machine's path
+    stats = {k: v for k, v in res.as_dict().items() if k != "folder"}
+    manifest.stats = dict(stats, calls_in_tree=len(store), bytes=tree_bytes(folder))
     manifest.save(folder)
     return res
 
