@@ -153,3 +153,23 @@ def test_sim_bench_helpers_keep_their_old_import_path():
                  "tiny_judge_and_rubricor", "record_criterion_labeler", "tokenizer_corpus"):
         assert getattr(judge_training, name) is getattr(sim_bench, name), name
         assert name in roro_sdk.train.__all__, name
+
+
+def test_micro_batches_of_pairs_give_the_same_judge_step(data):
+    """Gradients accumulated over micro-batches of one pair equal the whole step's (the Bradley-Terry
+    loss is a mean over pairs), so micro_pairs lowers peak memory without changing training."""
+    import torch
+
+    after = []
+    for micro in (None, 1):
+        judge, rubricor = tiny_judge_and_rubricor(data, seed=0)
+        cfg = JudgeTrainingConfig.tiny(rounds=1, judge_steps=2, rubricor_steps=0, pairs_per_step=4, micro_pairs=micro,
+                                       format_weight=0.0, seed=0)
+        trainer = AlternatingTrainer(judge, rubricor, data, cfg, log=None)  # adds the adapters
+        before = {k: v.detach().clone() for k, v in judge.model.named_parameters() if "lora" in k}
+        trainer.judge_phase(1)
+        after.append({k: v.detach().clone() for k, v in judge.model.named_parameters() if "lora" in k})
+        assert any(not torch.equal(before[k], after[-1][k]) for k in before)  # the step trained the adapter
+    assert after[0].keys() == after[1].keys() and after[0]
+    for k in after[0]:
+        torch.testing.assert_close(after[0][k], after[1][k], atol=1e-5, rtol=1e-4)

@@ -202,3 +202,29 @@ def test_grpo_with_a_cost_term_learns_the_best_plan_of_a_sim_tree(tmp_path):
         accuracy = sum(bool(t.correct) for t in trajs) / len(trajs)
         small = StepwiseRuntime(held.pool(), RoutingPlan([pool.small]), max_steps=12).run_many(held.queries)
         assert accuracy >= sum(bool(t.correct) for t in small) / len(small) + 0.25, seed  # well above all-small
+
+
+def test_decision_entropy_counts_valid_decisions_only():
+    from roro_sdk.train.grpo import _decision_entropy
+
+    logp = torch.log(torch.tensor([[[0.5, 0.5], [1.0 - 1e-9, 1e-9]], [[0.9, 0.1], [0.5, 0.5]]]))
+    mask = torch.tensor([[True, False], [False, False]])
+    assert float(_decision_entropy(logp, mask)) == pytest.approx(0.6931, abs=1e-4)  # only the uniform decision
+    assert float(_decision_entropy(logp, torch.zeros(2, 2, dtype=torch.bool))) == 0.0  # no decision: no bonus
+
+
+def test_an_entropy_bonus_keeps_a_router_exploring(tree1, tmp_path):
+    """Without a bonus a router at this learning rate collapses onto one model within a few updates
+    (the failure of one real-tree seed); a bonus that outweighs the advantages keeps the routing
+    distribution near uniform, so both models keep being sampled."""
+    _, _, folder = tree1
+    base = dict(dataset=f"tree:{folder}", pool=f"tree:{folder}", train_queries=12, eval_queries=0, updates=8,
+                queries_per_update=4, group_size=8, minibatch_size=32, lr=1e-2, max_steps=12, judge="none",
+                kl_coef=0.0, advantage_norm="none", rewards={"lambda_p": 0.0, "lambda_c": 0.3}, concurrency=16)
+    late = {}
+    for coef in (0.0, 1.0):
+        for s in (0, 1):
+            h = train_router(load_grpo_config(**base, entropy_coef=coef, seed=s, out_dir=str(tmp_path / f"e{coef}-{s}"))).history
+            late[(coef, s)] = sum(m["entropy"] for m in h[-3:]) / 3
+    assert min(late[(1.0, s)] for s in (0, 1)) > 0.55, late  # ln 2 = 0.693: uniform over the two models
+    assert sum(late[(1.0, s)] for s in (0, 1)) > sum(late[(0.0, s)] for s in (0, 1)) + 0.2, late

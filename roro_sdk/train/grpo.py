@@ -214,6 +214,12 @@ class GRPOLoss(NamedTuple):
     clip_fraction: Tensor
 
 
+def _decision_entropy(full_logp: Tensor, mask: Tensor) -> Tensor:
+    """Mean entropy of the routing distributions ``[B, D, M]`` over the valid decisions ``mask [B, D]``."""
+    ent = -(full_logp.exp() * full_logp).sum(-1)
+    return (ent * mask).sum() / mask.sum().clamp(min=1)
+
+
 def grpo_policy_loss(new_logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor,
                      mask: Tensor | None = None, *, clip: float = 0.2, kl_coef: float = 0.04) -> GRPOLoss:
     """PPO-clip surrogate plus the k3 KL estimator, per decision, averaged over valid decisions.
@@ -609,8 +615,11 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
                     old_full = torch.empty_like(new_full).index_copy_(0, idx, new_full.detach())
                 res = grpo_policy_loss(new, old[idx], None if ref is None else ref[idx], adv[idx], mb["act"] >= 0,
                                        clip=cfg.clip, kl_coef=cfg.kl_coef)
+                loss = res.loss
+                if cfg.entropy_coef > 0:
+                    loss = loss - cfg.entropy_coef * _decision_entropy(new_full, mb["act"] >= 0)
                 opt.zero_grad(set_to_none=True)
-                res.loss.backward()
+                loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
                 for k in stats:

@@ -60,6 +60,9 @@ class GRPOConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0.0)
     clip: float = Field(0.2, gt=0.0, lt=1.0)
     kl_coef: float = Field(0.02, ge=0.0)
+    entropy_coef: float = Field(0.0, ge=0.0, description="> 0 adds -entropy_coef x the mean entropy of the routing "
+                                "decisions to the loss: keeps a router exploring instead of collapsing onto one "
+                                "model before the rewards of the others were seen")
     advantage_norm: Literal["std", "none"] = Field(
         "std", description="'std': (reward - group mean) / group std (GRPO); 'none': reward - group mean (Dr. GRPO). "
                            "With a cost term, 'std' scales a group that differs only in cost to the size of an "

@@ -69,6 +69,8 @@ class JudgeTrainingConfig(BaseModel):
     judge_steps: int = Field(100, ge=0, description="optimiser steps per Judge phase")
     rubricor_steps: int = Field(50, ge=0, description="optimiser steps per Rubricor phase")
     pairs_per_step: int = Field(8, ge=1)
+    micro_pairs: int | None = Field(None, ge=1, description="Judge phase: pairs per forward/backward inside a step "
+                                    "(gradients accumulate; lowers peak memory; None: the whole step at once)")
     queries_per_step: int = Field(8, ge=1, description="Rubricor phase: queries per step")
     group_size: int = Field(8, ge=2, description="Rubricor phase: rubrics sampled per query (GRPO group)")
     rubrics_per_query: int = Field(4, ge=1, description="Judge phase: rubrics sampled per query from the frozen Rubricor")
@@ -303,9 +305,44 @@ class AlternatingTrainer:
         return sum(r) / len(r)
 
     # ----- phases -------------------------------------------------------------------------------------
-    def judge_phase(self, round_index: int) -> dict[str, Any]:
+    def _judge_loss(self, pairs: Sequence[PreferencePair], rubric_of: dict[str, Rubric]) -> tuple[Any, Any]:
+        """The Judge phase's loss on ``pairs`` (each scored under its query's rubric), and its
+        Bradley-Terry part; differentiable."""
         import torch
         import torch.nn.functional as F
+
+        cfg = self.cfg
+        keys: dict[tuple[str, str], int] = {}
+        items = []
+        for p in pairs:
+            for t in (p.chosen_id, p.rejected_id):
+                if (p.query_id, t) not in keys:
+                    keys[(p.query_id, t)] = len(items)
+                    traj = self.data.trajectories[t]
+                    items.append((traj.query, rubric_of[p.query_id], traj))
+        outs = self.judge.forward(items, with_mass=cfg.format_weight > 0)
+        s = torch.stack([self.judge.aggregate_tensor(r, o["p"]) for (_, r, _), o in zip(items, outs)])
+        ci = torch.tensor([keys[(p.query_id, p.chosen_id)] for p in pairs])
+        ri = torch.tensor([keys[(p.query_id, p.rejected_id)] for p in pairs])
+        bt = -F.logsigmoid(cfg.bt_scale * (s[ci] - s[ri])).mean()
+        loss = bt
+        if cfg.format_weight > 0:
+            loss = loss + cfg.format_weight * (-torch.cat([o["mass"] for o in outs])).mean()
+        if self.labeler is not None and cfg.calibration_weight > 0:
+            ps, ys = [], []
+            for (_, r, traj), o in zip(items, outs):
+                for c, p in zip(r.criteria, o["p"]):
+                    y = self.labeler(c, traj)
+                    if y is not None:
+                        ps.append(p)
+                        ys.append(float(y))
+            if ps:
+                loss = loss + cfg.calibration_weight * F.binary_cross_entropy(
+                    torch.stack(ps).clamp(1e-6, 1 - 1e-6), torch.tensor(ys))
+        return loss, bt
+
+    def judge_phase(self, round_index: int) -> dict[str, Any]:
+        import torch
 
         cfg = self.cfg
         if cfg.judge_steps == 0:
@@ -331,40 +368,22 @@ class AlternatingTrainer:
                 order += more
             batch, order = order[: cfg.pairs_per_step], order[cfg.pairs_per_step:]
             pick = {q: rng.randrange(len(rubrics[q])) for q in sorted({p.query_id for p in batch})}
-            keys: dict[tuple[str, int, str], int] = {}
-            items = []
-            for p in batch:
-                for t in (p.chosen_id, p.rejected_id):
-                    k = (p.query_id, pick[p.query_id], t)
-                    if k not in keys:
-                        keys[k] = len(items)
-                        traj = self.data.trajectories[t]
-                        items.append((traj.query, rubrics[p.query_id][pick[p.query_id]], traj))
-            outs = self.judge.forward(items, with_mass=cfg.format_weight > 0)
-            s = torch.stack([self.judge.aggregate_tensor(r, o["p"]) for (_, r, _), o in zip(items, outs)])
-            ci = torch.tensor([keys[(p.query_id, pick[p.query_id], p.chosen_id)] for p in batch])
-            ri = torch.tensor([keys[(p.query_id, pick[p.query_id], p.rejected_id)] for p in batch])
-            bt = -F.logsigmoid(cfg.bt_scale * (s[ci] - s[ri])).mean()
-            loss = bt
-            if cfg.format_weight > 0:
-                loss = loss + cfg.format_weight * (-torch.cat([o["mass"] for o in outs])).mean()
-            if self.labeler is not None and cfg.calibration_weight > 0:
-                ps, ys = [], []
-                for (_, r, traj), o in zip(items, outs):
-                    for c, p in zip(r.criteria, o["p"]):
-                        y = self.labeler(c, traj)
-                        if y is not None:
-                            ps.append(p)
-                            ys.append(float(y))
-                if ps:
-                    loss = loss + cfg.calibration_weight * F.binary_cross_entropy(
-                        torch.stack(ps).clamp(1e-6, 1 - 1e-6), torch.tensor(ys))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # Gradients accumulate over micro-batches of pairs: the step is the same, the peak
+            # memory is that of one micro-batch (a real LM on long trajectories needs it on a CPU).
+            micro = cfg.micro_pairs or len(batch)
+            step_loss = step_bt = 0.0
+            for lo in range(0, len(batch), micro):
+                part = batch[lo: lo + micro]
+                loss, bt = self._judge_loss(part, {p.query_id: rubrics[p.query_id][pick[p.query_id]] for p in part})
+                w = len(part) / len(batch)
+                (loss * w).backward()
+                step_loss += float(loss.detach()) * w
+                step_bt += float(bt.detach()) * w
             torch.nn.utils.clip_grad_norm_(self._params(self.judge.model), cfg.grad_clip)
             opt.step()
-            losses.append(float(loss.detach()))
-            bts.append(float(bt.detach()))
+            losses.append(step_loss)
+            bts.append(step_bt)
         self._set_trainable(self.judge.model, False)
         k = max(1, min(10, len(losses) // 4))
         return {"steps": cfg.judge_steps, "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
