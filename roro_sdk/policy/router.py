@@ -354,7 +354,11 @@ class PolicyRouter(Router):
         if not meta_path.is_file():
             raise ConfigError(f"{folder} is not a saved policy router (no router.json); train one with 'roro train-router'")
         meta = json.loads(meta_path.read_text())
-        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        tokenizer = None
+        if (folder / "tokenizer").is_dir():
+            tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        elif meta["base"] == "base":
+            raise ConfigError(f"{folder} has no tokenizer/ folder; save the router again with PolicyRouter.save")
         if meta["base"] == "base":
             require_safetensors(folder / "base", "router's base model")
             try:
@@ -362,8 +366,9 @@ class PolicyRouter(Router):
             except OSError as e:
                 raise ConfigError(f"{folder / 'base'}: cannot load the router's base model ({e}); save the router "
                                   "again with PolicyRouter.save") from None
-        else:
-            model, _ = load_causal_lm(meta["base"])
+        else:  # a router exported without its tokenizer uses its base model's (the one it was trained with)
+            model, base_tokenizer = load_causal_lm(meta["base"])
+            tokenizer = tokenizer or base_tokenizer
         if (folder / "adapter").is_dir():
             model = load_adapter(model, folder / "adapter")
         model.eval()

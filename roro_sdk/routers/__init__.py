@@ -20,6 +20,7 @@ ROUTER_SPECS = {
     "query:T": "RouteLLM-style: whole query to the large model when difficulty >= T",
     "budget:SPEC": "any router above, forced to the cheap model when the budget runs low",
     "policy:PATH": "a learned LoRA policy router saved in folder PATH",
+    "policy:default": "the learned router shipped for the default local pool (alias: learned)",
 }
 
 
@@ -56,6 +57,8 @@ def make_router(spec: str, *, seed: int = 0) -> Router:
         return FixedRouter(name="all-small")
     if spec in ("all-large", "large"):
         return FixedRouter(tier=-1)
+    if spec == "learned":
+        spec = "policy:default"
     kind, _, arg = spec.partition(":")
     arg = arg.strip()
     if kind in ("fixed", "budget", "policy") and not arg:
@@ -67,6 +70,16 @@ def make_router(spec: str, *, seed: int = 0) -> Router:
     if kind == "policy":
         from pathlib import Path
 
+        from .shipped import SHIPPED_ROUTERS, shipped_router_dir, verify_manifest
+
+        if arg in SHIPPED_ROUTERS:  # a folder of that name is reached as policy:./NAME
+            folder = shipped_router_dir(arg)
+            verify_manifest(folder)
+            from ..policy.router import PolicyRouter
+
+            router = PolicyRouter.load(folder)
+            router.name = f"policy:{arg}"
+            return router
         if not Path(arg).expanduser().is_dir():  # before the import: say what is missing, not that torch is
             raise RouterError(f"router spec {spec!r}: the policy folder {arg} does not exist; give a folder saved by "
                               "'roro train-router' (or PolicyRouter.save)")

@@ -1,0 +1,84 @@
+"""Choose the router that ships as ``policy:default`` and export it into the package.
+
+    python scripts/ship_router.py --train-tree data/trees/qwen2.5-coder-0.5b-1.5b/gsm_symbolic-train \
+        --candidate "roro s0=runs/real/roro-s0" --candidate "roro s1=runs/real/roro-s1" ... \
+        --heldout docs/reports/real/results.json --out roro_sdk/data/routers/default
+
+The choice never looks at the held-out tree: each candidate (a ``roro train-router`` output
+folder) is replayed on its *training* tree and the one with the highest APGR there (ties: lower
+large-token share) ships. Its held-out numbers (from ``scripts/real_eval.py``'s JSON, under the
+same label) go into the provenance with the data, config, seed and commit it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-tree", required=True)
+    ap.add_argument("--candidate", action="append", required=True, help="LABEL=RUN_DIR (LABEL as in the held-out JSON)")
+    ap.add_argument("--heldout", required=True, help="results JSON of scripts/real_eval.py on the held-out tree")
+    ap.add_argument("--out", default="roro_sdk/data/routers/default")
+    args = ap.parse_args()
+
+    from roro_sdk.eval import evaluate
+    from roro_sdk.policy.router import PolicyRouter
+    from roro_sdk.policy.shipping import export_router
+    from roro_sdk.tree import RoutingTree
+
+    tree = RoutingTree(args.train_tree)
+    runs = dict(c.split("=", 1) for c in args.candidate)
+    routers = ["all-small", "all-large"]
+    for label, run in runs.items():
+        r = PolicyRouter.load(Path(run) / "router")
+        r.name = label  # one curve per candidate
+        routers.append((label, r))
+    res = evaluate(tree.pool(), tree.queries, routers, max_steps=tree.manifest.recording.max_steps, progress=False,
+                   dataset=f"tree:{tree.folder.name} (training)")
+    curves = {c.family: c for c in res.analysis.curves}
+    scores = {}
+    for run_ in res.runs:
+        if run_.label in runs:
+            c = curves.get(run_.family)
+            apgr = (c.share or {}).get("apgr") if c is not None and len(c.points) == 1 else None
+            scores[run_.label] = {"accuracy": run_.accuracy, "large_token_share": run_.large_token_share, "apgr": apgr}
+    best = max(scores, key=lambda k: (scores[k]["apgr"] if scores[k]["apgr"] is not None else -1.0,
+                                      -scores[k]["large_token_share"]))
+    heldout = json.loads(Path(args.heldout).read_text())
+    run = Path(runs[best])
+    config = json.loads((run / "config.json").read_text())
+    provenance = {
+        "label": best,
+        "run": str(run),
+        "seed": config.get("seed"),
+        "config": config,
+        "training_tree": {"path": args.train_tree, "queries": len(tree.queries),
+                          "manifest_sha256": hashlib.sha256((tree.folder / "manifest.json").read_bytes()).hexdigest()},
+        "selection": {"rule": "highest APGR on the training tree (never the held-out tree)", "candidates": scores},
+        "heldout": {"tree": heldout.get("tree"), "queries": heldout.get("queries"),
+                    "metrics": heldout.get("routers", {}).get(best)},
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    dst = export_router(run / "router", args.out, provenance=provenance)
+    size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    print(f"{'candidate':<14} {'train acc':>9} {'large tok':>9} {'APGR':>6}")
+    for label, s in scores.items():
+        apgr = "-" if s["apgr"] is None else f"{s['apgr']:.3f}"
+        print(f"{label:<14} {s['accuracy']:>9.1%} {s['large_token_share']:>9.1%} {apgr:>6}{'  <- ships' if label == best else ''}")
+    print(f"exported {best} ({run}) to {dst}: {size / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
