@@ -4,6 +4,7 @@
 #
 #   bash scripts/real_pipeline.sh            # stages 2-4 on the committed trees
 #   SEEDS="0" UPDATES=10 bash scripts/real_pipeline.sh   # a quick pass
+# A 2-core CPU runs one thread per job best under contention (docs/training.md): OMP_NUM_THREADS=1.
 #
 # Stage 1 (recording, hours on a CPU; the committed trees are its output) is:
 #   roro record-tree --out $TRAIN --dataset rg:gsm_symbolic --seed 0 --limit 300 --depth 1 --compact
@@ -17,6 +18,7 @@ ROOT=data/trees/qwen2.5-coder-0.5b-1.5b
 TRAIN=${TRAIN:-$ROOT/gsm_symbolic-train}
 TEST=${TEST:-$ROOT/gsm_symbolic-test}
 SEEDS=${SEEDS:-"0 1 2"}
+VARIANTS=${VARIANTS:-"outcome roro process"}
 UPDATES=${UPDATES:-30}
 TRAIN_QUERIES=${TRAIN_QUERIES:-1000}   # the first N problems of the training tree (default: all)
 OUT=${OUT:-runs/real}
@@ -31,22 +33,47 @@ $PY -m roro_sdk pairs --trajectories "$OUT/leaves.jsonl" --out "$OUT/pairs.jsonl
     --stats-json "$OUT/pairs_stats.json"
 echo "stage 2 (leaves, pairs): $(( $(t) - s )) s"
 
-# 3. GRPO routers: outcome-only (lambda_p = 0) and with the process reward, per seed
-for variant in outcome process; do
+# 3a. the Rubricor and the Judge, trained alternately on those pairs (LoRA on SmolLM2-135M)
+s=$(t)
+rm -rf "$OUT/judge"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-judge --trajectories "$OUT/leaves.jsonl" --pairs "$OUT/pairs.jsonl" \
+    --judge smollm2-135m-instruct --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml \
+    --out "$OUT/judge" | grep -E "^round|^[a-z]+ +[0-9]"
+echo "stage 3a (Judge and Rubricor): $(( $(t) - s )) s"
+
+# 3b. GRPO routers per seed: outcome-only (lambda_p = 0), RoRo (the trained Judge's process
+# reward) and process (the tree's exact step labels as the process reward: the upper bound a
+# perfect Judge would give)
+for variant in $VARIANTS; do
   for seed in $SEEDS; do
     s=$(t)
-    $PY -m roro_sdk train-router --config examples/configs/real/grpo_$variant.yaml --set "dataset=tree:$TRAIN" \
-        --set "pool=tree:$TRAIN" $( [ $variant = process ] && echo --set "judge=tree:$TRAIN" ) \
+    judge=()
+    [ $variant = process ] && judge=(--set "judge=tree:$TRAIN")
+    [ $variant = roro ] && judge=(--set "judge=$OUT/judge")
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-router --config examples/configs/real/grpo_$variant.yaml --set "dataset=tree:$TRAIN" \
+        --set "pool=tree:$TRAIN" ${judge[@]+"${judge[@]}"} \
         --set seed=$seed --set updates=$UPDATES --set train_queries=$TRAIN_QUERIES --out "$OUT/$variant-s$seed" --overwrite | grep -E "^update +[0-9]*[05] |saved"
-    echo "stage 3 ($variant, seed $seed): $(( $(t) - s )) s"
+    echo "stage 3b ($variant, seed $seed): $(( $(t) - s )) s"
   done
 done
 
 # 4. every router on the held-out tree against the exact best possible
 s=$(t)
 args=()
-for variant in outcome process; do
+for variant in $VARIANTS; do
   for seed in $SEEDS; do args+=(--router "$variant=$OUT/$variant-s$seed/router"); done
 done
 $PY scripts/real_eval.py --tree "$TEST" "${args[@]}" --report "$REPORT" --json "$REPORT/results.json"
 echo "stage 4 (held-out evaluation): $(( $(t) - s )) s"
+
+# 5. (SHIP=1) the router that ships as policy:default: the candidate with the best APGR on the
+# training tree (never the held-out one), exported small with its provenance
+if [[ "${SHIP:-0}" == "1" ]]; then
+  cands=()
+  for variant in $VARIANTS; do
+    i=0
+    for seed in $SEEDS; do cands+=(--candidate "$variant s$i=$OUT/$variant-s$seed"); i=$((i + 1)); done
+  done
+  $PY scripts/ship_router.py --train-tree "$TRAIN" "${cands[@]}" --heldout "$REPORT/results.json" \
+      --out roro_sdk/data/routers/default
+fi
