@@ -383,3 +383,35 @@ def test_committed_real_trees_are_intact_and_replay_without_models(manifest):
             leaf = qt.routing([name])
             assert [s.model for s in t.steps] == list(leaf.routing) and t.correct == leaf.correct
     assert pool.cache.stats.misses == 0
+
+
+def test_snapshot_copies_the_complete_prefix_of_a_tree_being_recorded(tmp_path, capsys):
+    from roro_sdk.cli import main
+    from roro_sdk.tree.snapshot import snapshot_tree
+
+    spec = "sim:min_steps=3,max_steps=5"
+    pool, qs = sim_pool(parse_sim_spec(spec)), sim_queries(spec, n=5, seed=4)
+    full, partial = tmp_path / "full", tmp_path / "partial"
+    record_tree(pool, qs, full, depth=1, max_steps=12, dataset={"dataset": spec, "seed": 4, "n": 5})
+    # a recording in progress: every query listed, only the first three recorded so far
+    record_tree(pool, qs[:3], partial, depth=1, max_steps=12, dataset={"dataset": spec, "seed": 4, "n": 5})
+    (partial / "queries.jsonl").write_text((full / "queries.jsonl").read_text())
+    before = {p.name: p.read_bytes() for p in partial.iterdir()}
+
+    snap = snapshot_tree(partial, tmp_path / "snap")
+    assert [q.id for q in snap.queries] == [q.id for q in qs[:3]]  # the first incomplete query ends it
+    snap.verify()  # compacted and pinned
+    assert (snap.folder / "calls.jsonl.gz").is_file() and not (snap.folder / "calls.jsonl").exists()
+    assert snap.manifest.datasets == [{"dataset": spec, "seed": 4, "n": 3}]
+    want = {t.query.id: sorted((l.routing, l.correct) for l in t.leaves) for t in RoutingTree(full).query_trees()}
+    assert {t.query.id: sorted((l.routing, l.correct) for l in t.leaves) for t in snap.query_trees()} == {
+        q: want[q] for q in [q.id for q in qs[:3]]}
+    assert {p.name: p.read_bytes() for p in partial.iterdir()} == before  # the source is only read
+
+    assert main(["tree", "snapshot", str(partial), "--out", str(tmp_path / "snap"), "--limit", "2"]) == 0
+    assert "first 2 complete queries" in capsys.readouterr().out
+    assert len(RoutingTree(tmp_path / "snap").queries) == 2
+    with pytest.raises(ConfigError, match="another folder"):
+        snapshot_tree(partial, partial)
+    with pytest.raises(ConfigError, match="not a routing tree"):
+        snapshot_tree(tmp_path, tmp_path / "x")

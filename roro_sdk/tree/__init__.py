@@ -13,11 +13,12 @@ from .paths import FrontierPoint, Leaf, QueryTree, best_at_cost, best_for_weight
 from .queries import read_queries
 from .record import RecordResult, arecord_tree, record_tree
 from .replay import RoutingTree, is_tree_spec, tree_of_spec
+from .snapshot import snapshot_tree
 from .store import TreeStore
 
 __all__ = [
     "FrontierPoint", "Leaf", "NodeValue", "QueryTree", "RecordResult", "RecordingSettings", "RoutingPlan", "RoutingTree",
     "TreeManifest", "TreeStepVerifier", "TreeStore", "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier",
     "check_pool", "gain_share", "is_tree_spec", "leaf_trajectories", "node_values", "read_queries", "record_tree",
-    "tree_judge", "tree_of_spec", "tree_step_verifier", "walk",
+    "snapshot_tree", "tree_judge", "tree_of_spec", "tree_step_verifier", "walk",
 ]

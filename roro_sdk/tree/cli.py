@@ -99,8 +99,21 @@ def cmd_tree_leaves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tree_snapshot(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .snapshot import snapshot_tree
+
+    if not args.out:
+        raise ConfigError("roro tree snapshot needs --out FOLDER: where the pinned copy goes (replaced)")
+    tree = snapshot_tree(args.path, args.out, limit=args.limit)
+    size = sum(p.stat().st_size for p in tree.folder.iterdir() if p.is_file())
+    print(f"tree snapshot: the first {len(tree.queries)} complete queries of {args.path} -> {args.out} "
+          f"({size / 1e3:.0f} KB, compacted and pinned)")
+    return 0
+
+
 def cmd_tree(args: argparse.Namespace) -> int:
-    return cmd_tree_leaves(args) if args.action == "leaves" else cmd_tree_info(args)
+    return {"leaves": cmd_tree_leaves, "snapshot": cmd_tree_snapshot}.get(args.action, cmd_tree_info)(args)
 
 
 def add_commands(sub: Any, common: Any) -> None:
@@ -122,11 +135,13 @@ def add_commands(sub: Any, common: Any) -> None:
     p.set_defaults(func=cmd_record_tree)
 
     p = sub.add_parser("tree", help="summarise a recorded routing tree and its exact best possible routing")
-    p.add_argument("action", choices=["info", "leaves"],
+    p.add_argument("action", choices=["info", "leaves", "snapshot"],
                    help="info: what the tree holds and its best possible routing; leaves: write every routing a "
-                        "router can take in it as trajectories (--out), for 'roro pairs --process tree:PATH'")
+                        "router can take in it as trajectories (--out), for 'roro pairs --process tree:PATH'; "
+                        "snapshot: copy the complete queries of a tree still being recorded into --out, compacted "
+                        "and pinned (--limit: at most N)")
     p.add_argument("path", help="tree folder")
     p.add_argument("--limit", type=int, default=None, help="only the first N queries")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--out", default=None, help="leaves: the trajectories JSONL to write (replaced)")
+    p.add_argument("--out", default=None, help="leaves: the trajectories JSONL to write; snapshot: the folder (replaced)")
     p.set_defaults(func=cmd_tree)
