@@ -403,6 +403,7 @@ def test_snapshot_copies_the_complete_prefix_of_a_tree_being_recorded(tmp_path, 
     snap.verify()  # compacted and pinned
     assert (snap.folder / "calls.jsonl.gz").is_file() and not (snap.folder / "calls.jsonl").exists()
     assert snap.manifest.datasets == [{"dataset": spec, "seed": 4, "n": 3}]
+    assert snap.manifest.stats["queries"] == 3 and snap.manifest.stats["snapshot_of_a_recording"]["queries_listed"] == 5
     want = {t.query.id: sorted((l.routing, l.correct) for l in t.leaves) for t in RoutingTree(full).query_trees()}
     assert {t.query.id: sorted((l.routing, l.correct) for l in t.leaves) for t in snap.query_trees()} == {
         q: want[q] for q in [q.id for q in qs[:3]]}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .manifest import TreeManifest
-from .record import file_pins
+from .record import file_pins, tree_bytes
 from .replay import RoutingTree
 from .store import COMPACT, CALLS, TreeStore
 
@@ -51,11 +51,17 @@ def snapshot_tree(src: str | Path, dst: str | Path, *, limit: int | None = None)
         raise ConfigError(f"{src}: no query is complete yet; let the recording run longer")
     (tmp / QUERIES).write_text("\n".join(keep) + "\n")
     manifest = TreeManifest.load(tmp)
+    sources: list[dict] = []  # a resumed recording lists its dataset once per run
     for d in manifest.datasets or []:
-        d["n"] = len(keep)
+        d = {**d, "n": len(keep)}
+        if d not in sources:
+            sources.append(d)
+    manifest.datasets = sources
     TreeStore(tmp, live=True).compact()
     manifest.files = file_pins(tmp)
-    manifest.stats["calls_in_tree"] = len(TreeStore(tmp))
+    # the recorder's numbers are those of its last run, not of this copy: kept apart
+    manifest.stats = {"queries": len(keep), "calls_in_tree": len(TreeStore(tmp)), "bytes": tree_bytes(tmp),
+                      "snapshot_of_a_recording": {"queries_listed": len(lines), "last_run": manifest.stats}}
     manifest.save(tmp)
     RoutingTree(tmp).verify()
     if dst.exists():
