@@ -200,6 +200,34 @@ def routing_process_score(traj: Trajectory, verifier: StepVerifier = record_step
     return good / total if total else None
 
 
+def criterion_labeler(verifier: StepVerifier = record_step_verifier, *, cheapest: str = "small"
+                      ) -> Callable[[Any, Trajectory], float | None]:
+    """A labeler of the library criteria a step verifier decides, for the Judge phase's
+    calibration term (``criterion_labeler`` of the trainer): "every hard step ..." is 1 when every
+    step labelled hard was escalated from ``cheapest``, "easy steps ..." when every step labelled
+    easy stayed on it, "no mistake is left ..." is the final answer's correctness, "reaches a final
+    answer" whether there is one. None for any other criterion, and for a trajectory the verifier
+    labels no step of (nothing to check it against)."""
+
+    def label(criterion: Any, traj: Trajectory) -> float | None:
+        text = criterion.text.lower()
+        labels = [verifier(traj, i) for i in range(len(traj.steps))]
+        steps = [(s, lab) for s, lab in zip(traj.steps, labels) if lab is not None and lab.hard is not None]
+        if not steps:
+            return None
+        if "every hard step" in text:
+            return float(all(s.model != cheapest for s, lab in steps if lab.hard))
+        if "easy steps" in text:
+            return float(all(s.model == cheapest for s, lab in steps if not lab.hard))
+        if "no mistake is left" in text:
+            return None if traj.correct is None else float(traj.correct)
+        if "reaches a final answer" in text:
+            return float(traj.answer is not None)
+        return None
+
+    return label
+
+
 async def judge_process_scores(trajectories: Sequence[Trajectory], judge: Any, rubricor: Any, *,
                                concurrency: int = 8) -> dict[str, float]:
     """Process scores from an (LLM or local) Judge under each query's rubric: ``{trajectory id: score}``.

@@ -38,7 +38,7 @@ FACES = {
         "FrontierPoint", "Leaf", "QueryTree", "RecordResult", "RecordingSettings", "RoutingTree", "TreeManifest", "TreeStore",
         "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier", "check_pool", "gain_share", "is_tree_spec",
         "read_queries", "record_tree", "tree_of_spec", "walk", "NodeValue", "RoutingPlan", "TreeStepVerifier",
-        "leaf_trajectories", "node_values", "tree_judge", "tree_step_verifier", "snapshot_tree",
+        "leaf_trajectories", "node_values", "tree_judge", "tree_step_verifier", "snapshot_tree", "tree_criterion_labeler",
     },
     "roro_sdk.sim": {
         "SimConfig", "SimModel", "parse_sim_spec", "SimTask", "sim_queries", "task_of", "is_hard_step", "sim_pool",

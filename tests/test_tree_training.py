@@ -228,3 +228,35 @@ def test_an_entropy_bonus_keeps_a_router_exploring(tree1, tmp_path):
             late[(coef, s)] = sum(m["entropy"] for m in h[-3:]) / 3
     assert min(late[(1.0, s)] for s in (0, 1)) > 0.55, late  # ln 2 = 0.693: uniform over the two models
     assert sum(late[(1.0, s)] for s in (0, 1)) > sum(late[(0.0, s)] for s in (0, 1)) + 0.2, late
+
+
+def test_tree_labels_criteria_for_the_judges_calibration_term(tmp_path, capsys):
+    from roro_sdk.pairs import criterion_labeler
+    from roro_sdk.rubric import Criterion
+
+    # step 1 is hard (only a large first step can still end right); step 2 after L is easy
+    qt = _tree({("S", "S", "S"): False, ("S", "L", "L"): False, ("L", "S", "S"): True, ("L", "L", "L"): True})
+    label = criterion_labeler(TreeStepVerifier([qt], cheapest="S"), cheapest="S")
+    hard = Criterion(kind="hard_rule", text="Every hard step is written by the large model.")
+    easy = Criterion(kind="principle", text="Easy steps are written by the small model, with no wasted escalations.")
+    other = Criterion(kind="principle", text="Steps are short, clear and do not repeat.")
+    assert (label(hard, _traj(["L", "S", "S"])), label(easy, _traj(["L", "S", "S"]))) == (1.0, 1.0)
+    assert label(hard, _traj(["S", "S", "S"])) == 0.0  # the hard first step stayed small
+    assert label(easy, _traj(["L", "L", "L"])) == 0.0  # the easy second step was escalated
+    assert label(other, _traj(["L", "S", "S"])) is None  # not something the tree decides
+    # the CLI refuses an unknown labeler before loading anything
+    assert main(["train-judge", "--trajectories", "t.jsonl", "--pairs", "p.jsonl", "--out", str(tmp_path / "j"),
+                 "--labeler", "bogus"]) == 2
+    assert "tree:PATH" in capsys.readouterr().err
+
+
+def test_tree_criterion_labeler_on_a_recorded_tree(tree1):
+    from roro_sdk.rubric import Criterion
+    from roro_sdk.tree import tree_criterion_labeler
+
+    _, _, folder = tree1
+    tree = RoutingTree(folder)
+    label = tree_criterion_labeler(tree)
+    crit = Criterion(kind="hard_rule", text="Every hard step is written by the large model.")
+    got = [label(crit, t) for t in leaf_trajectories(tree)]
+    assert set(got) <= {0.0, 1.0, None} and 0.0 in got and 1.0 in got  # both verdicts occur on a real tree

@@ -124,6 +124,17 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     from .outdir import check_output_folder
 
     check_output_folder(args.out, resume=args.resume, what="train-judge run")
+    # before anything is loaded: a bad --labeler is refused at once
+    labelers = {"none": None, "step-records": record_criterion_labeler, "sim-demo": sim_demo_labeler}
+    if args.labeler.startswith("tree:"):
+        from ..tree import tree_criterion_labeler
+        from ..tree.replay import tree_of_spec
+
+        labeler = tree_criterion_labeler(tree_of_spec(args.labeler))
+    elif args.labeler in labelers:
+        labeler = labelers[args.labeler]
+    else:
+        raise ConfigError(f"--labeler {args.labeler!r}: use none, step-records, sim-demo or tree:PATH (a training tree)")
     trajs = {t.id: t for t in read_trajectories(args.trajectories)}
     pairs = read_pairs(args.pairs)
     data = PairSet(pairs=pairs, trajectories=trajs, stats=PairStats())
@@ -171,7 +182,6 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     else:
         write_run_models(args.out, args.judge, args.rubricor, conf.get("judge_options", {}),
                          {k: v for k, v in conf.get("rubricor_options", {}).items() if k != "library"}, rubricor.library)
-    labeler = {"none": None, "step-records": record_criterion_labeler, "sim-demo": sim_demo_labeler}[args.labeler]
     trainer = AlternatingTrainer(judge, rubricor, data, cfg, out_dir=args.out, criterion_labeler=labeler, resume=args.resume)
     hist = trainer.train()
     first, last = hist[0]["heldout"], hist[-1]["heldout"]
@@ -233,8 +243,9 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON with 'training:' (JudgeTrainingConfig fields), "
                                                  "'judge_options:', 'rubricor_options:'")
     p.add_argument("--library", default=None, help="YAML/JSON with 'criteria: [{text, kind}, ...]' (the Rubricor's candidates)")
-    p.add_argument("--labeler", default="none", choices=["none", "step-records", "sim-demo"],
-                   help="per-criterion labels for the calibration term")
+    p.add_argument("--labeler", default="none",
+                   help="per-criterion labels for the calibration term: none, step-records (sim-style step records), "
+                        "sim-demo, or tree:PATH (exact labels from a training routing tree)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--judge-steps", type=int, default=None)
     p.add_argument("--rubricor-steps", type=int, default=None)

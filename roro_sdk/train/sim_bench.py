@@ -19,31 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from ..judge import JUDGE_INSTRUCTION, FunctionJudge, LocalJudge
-from ..pairs import PairSet, record_step_verifier
+from ..pairs import PairSet, criterion_labeler, record_step_verifier
 from ..rubric import DEFAULT_CRITERIA, LOCAL_RUBRICOR_INSTRUCTION, Criterion, LocalRubricor
 from ..trajectory_text import render_trajectory
 from ..types import Trajectory
 
 
+_RECORD_LABELER = criterion_labeler(record_step_verifier, cheapest="small")
+
+
 def record_criterion_labeler(criterion: Criterion, traj: Trajectory) -> float | None:
     """Labels for a few library criteria from step records (``Step 3 [hard]: mistake``, as the sim
     bench writes them); None for any other criterion. An example of a step-verifier labeler for
-    the calibration term; the cheapest model of the trajectory's pool is taken to be ``small``."""
-    text = criterion.text.lower()
-    labels = [record_step_verifier(traj, i) for i in range(len(traj.steps))]
-    steps = [(s, lab) for s, lab in zip(traj.steps, labels) if lab is not None and lab.hard is not None]
-    if not steps:
-        return None
-    small = "small"
-    if "every hard step" in text:
-        return float(all(s.model != small for s, lab in steps if lab.hard))
-    if "easy steps" in text:
-        return float(all(s.model == small for s, lab in steps if not lab.hard))
-    if "no mistake is left" in text:
-        return None if traj.correct is None else float(traj.correct)
-    if "reaches a final answer" in text:
-        return float(traj.answer is not None)
-    return None
+    the calibration term (:func:`~roro_sdk.pairs.criterion_labeler`); the cheapest model of the
+    trajectory's pool is taken to be ``small``."""
+    return _RECORD_LABELER(criterion, traj)
 
 
 def tokenizer_corpus(trajectories: Sequence[Trajectory], library: Sequence[Criterion] = ()) -> list[str]:

@@ -7,7 +7,16 @@ record-tree``), it answers every router, evaluation and GRPO rollout with no mod
 (:func:`best_frontier`, the "best possible" line of ``roro eval --report``).
 """
 
-from .labels import NodeValue, RoutingPlan, TreeStepVerifier, leaf_trajectories, node_values, tree_judge, tree_step_verifier
+from .labels import (
+    NodeValue,
+    RoutingPlan,
+    TreeStepVerifier,
+    leaf_trajectories,
+    node_values,
+    tree_criterion_labeler,
+    tree_judge,
+    tree_step_verifier,
+)
 from .manifest import RecordingSettings, TreeManifest, check_pool
 from .paths import FrontierPoint, Leaf, QueryTree, best_at_cost, best_for_weight, best_frontier, gain_share, walk
 from .queries import read_queries
@@ -20,5 +29,5 @@ __all__ = [
     "FrontierPoint", "Leaf", "NodeValue", "QueryTree", "RecordResult", "RecordingSettings", "RoutingPlan", "RoutingTree",
     "TreeManifest", "TreeStepVerifier", "TreeStore", "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier",
     "check_pool", "gain_share", "is_tree_spec", "leaf_trajectories", "node_values", "read_queries", "record_tree",
-    "snapshot_tree", "tree_judge", "tree_of_spec", "tree_step_verifier", "walk",
+    "snapshot_tree", "tree_criterion_labeler", "tree_judge", "tree_of_spec", "tree_step_verifier", "walk",
 ]

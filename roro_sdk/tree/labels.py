@@ -145,6 +145,18 @@ def tree_step_verifier(tree: RoutingTree, queries: Sequence[Query] | None = None
     return TreeStepVerifier(tree.query_trees(queries, pool=p), p.small)
 
 
+def tree_criterion_labeler(tree: RoutingTree, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None):
+    """Exact labels of the library criteria a routing tree decides ("every hard step is written by
+    the large model", "easy steps ... small model", "no mistake is left uncorrected", "reaches a
+    final answer"), for the calibration term of the Judge phase (``roro train-judge --labeler
+    tree:PATH``): per-criterion supervision where the pairs give one comparison each. Training
+    trees only, as :func:`tree_judge`."""
+    from ..pairs import criterion_labeler
+
+    verifier = tree_step_verifier(tree, queries, pool=pool)
+    return criterion_labeler(verifier, cheapest=verifier.cheapest)
+
+
 def tree_judge(tree: RoutingTree, queries: Sequence[Query] | None = None, *, pool: ModelPool | None = None):
     """A process Judge from a routing tree's exact step labels (``judge: tree:PATH`` in a GRPO
     config): a trajectory's score is the share of its labelled routing decisions that were right
