@@ -13,12 +13,15 @@ same label) go into the provenance with the data, config, seed and commit it cam
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
 
 
 def main() -> int:
@@ -62,12 +65,15 @@ def main() -> int:
         "run": str(run),
         "seed": config.get("seed"),
         "config": config,
-        "training_tree": {"path": args.train_tree, "queries": len(tree.queries),
-                          "manifest_sha256": hashlib.sha256((tree.folder / "manifest.json").read_bytes()).hexdigest()},
+        "training_tree": {"path": args.train_tree, "queries": min(len(tree.queries), config.get("train_queries", 10**9)),
+                          "files_at_training": tree.manifest.files, "tree_commit": _git("log", "-1", "--format=%h", "--",
+                                                                                         str(tree.folder / "manifest.json"))},
         "selection": {"rule": "highest APGR on the training tree (never the held-out tree)", "candidates": scores},
         "heldout": {"tree": heldout.get("tree"), "queries": heldout.get("queries"),
                     "metrics": heldout.get("routers", {}).get(best)},
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "export_commit": _git("rev-parse", "HEAD"),
+        # the run does not record its commit; the last commit before its router was written is the best bound
+        "training_commit": _git("log", "-1", "--format=%H", f"--before={int((run / 'router' / 'router.json').stat().st_mtime)}"),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     dst = export_router(run / "router", args.out, provenance=provenance)

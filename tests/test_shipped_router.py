@@ -29,7 +29,7 @@ def test_every_shipped_router_is_in_the_package_and_matches_its_manifest():
                 "provenance.json"} <= set(pins)
         assert sum(p["bytes"] for p in pins.values()) < 8_000_000  # a few MB in the wheel
         prov = json.loads((folder / "provenance.json").read_text())
-        assert {"commit", "training_tree", "config", "seed", "heldout"} <= set(prov)
+        assert {"training_commit", "export_commit", "training_tree", "config", "seed", "heldout"} <= set(prov)
         adapter_cfg = json.loads((folder / "adapter" / "adapter_config.json").read_text())
         assert adapter_cfg["base_model_name_or_path"] == shipped_router_base(name)  # no path of the machine that trained it
     assert "policy:default" in ROUTER_SPECS
