@@ -206,8 +206,9 @@ def criterion_labeler(verifier: StepVerifier = record_step_verifier, *, cheapest
     calibration term (``criterion_labeler`` of the trainer): "every hard step ..." is 1 when every
     step labelled hard was escalated from ``cheapest``, "easy steps ..." when every step labelled
     easy stayed on it, "no mistake is left ..." is the final answer's correctness, "reaches a final
-    answer" whether there is one. None for any other criterion, and for a trajectory the verifier
-    labels no step of (nothing to check it against)."""
+    answer" whether there is one. None for any other criterion, for a trajectory the verifier
+    labels no step of, and for a hard/easy criterion with no step of that kind (a vacuous "met"
+    would teach the Judge to say yes)."""
 
     def label(criterion: Any, traj: Trajectory) -> float | None:
         text = criterion.text.lower()
@@ -215,10 +216,12 @@ def criterion_labeler(verifier: StepVerifier = record_step_verifier, *, cheapest
         steps = [(s, lab) for s, lab in zip(traj.steps, labels) if lab is not None and lab.hard is not None]
         if not steps:
             return None
-        if "every hard step" in text:
-            return float(all(s.model != cheapest for s, lab in steps if lab.hard))
+        hard = [s for s, lab in steps if lab.hard]
+        easy = [s for s, lab in steps if not lab.hard]
+        if "every hard step" in text:  # no hard step: nothing to check it against (not a vacuous "met")
+            return float(all(s.model != cheapest for s in hard)) if hard else None
         if "easy steps" in text:
-            return float(all(s.model == cheapest for s, lab in steps if not lab.hard))
+            return float(all(s.model == cheapest for s in easy)) if easy else None
         if "no mistake is left" in text:
             return None if traj.correct is None else float(traj.correct)
         if "reaches a final answer" in text:

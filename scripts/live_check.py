@@ -32,10 +32,13 @@ def main() -> int:
     from roro_sdk.trajectories import read_trajectories
     from roro_sdk.tree import RoutingTree
 
-    live = {t.query.id: t for t in read_trajectories(args.live)}
+    router = make_router(args.router)
+    live = {t.query.id: t for t in read_trajectories(args.live) if t.router == router.name}  # one router's runs
     tree = RoutingTree(args.tree)
     queries = [q for q in tree.queries if q.id in live]
-    runtime = StepwiseRuntime(tree.pool(), make_router(args.router), max_steps=tree.manifest.recording.max_steps)
+    if not queries:
+        raise SystemExit(f"{args.live} holds no run of {router.name} on a query of {args.tree}")
+    runtime = StepwiseRuntime(tree.pool(), router, max_steps=tree.manifest.recording.max_steps)
     replay = {t.query.id: t for t in runtime.run_many(queries)}
     ids = [q.id for q in queries]
     lv, rp = [live[i] for i in ids], [replay[i] for i in ids]

@@ -28,18 +28,20 @@ t() { date +%s; }
 
 # 2. every routing of the training tree as trajectories, and preference pairs with exact step labels
 s=$(t)
-$PY -m roro_sdk tree leaves "$TRAIN" --out "$OUT/leaves.jsonl"
+$PY -m roro_sdk tree leaves "$TRAIN" --limit "$TRAIN_QUERIES" --out "$OUT/leaves.jsonl"
 $PY -m roro_sdk pairs --trajectories "$OUT/leaves.jsonl" --out "$OUT/pairs.jsonl" --process "tree:$TRAIN" \
     --stats-json "$OUT/pairs_stats.json"
 echo "stage 2 (leaves, pairs): $(( $(t) - s )) s"
 
 # 3a. the Rubricor and the Judge, trained alternately on those pairs (LoRA on SmolLM2-135M)
-s=$(t)
-rm -rf "$OUT/judge"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-judge --trajectories "$OUT/leaves.jsonl" --pairs "$OUT/pairs.jsonl" \
-    --judge smollm2-135m-instruct --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml \
-    --out "$OUT/judge" | grep -E "^round|^[a-z]+ +[0-9]"
-echo "stage 3a (Judge and Rubricor): $(( $(t) - s )) s"
+if [[ " $VARIANTS " == *" roro "* ]]; then
+  s=$(t)
+  rm -rf "$OUT/judge"
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-judge --trajectories "$OUT/leaves.jsonl" --pairs "$OUT/pairs.jsonl" \
+      --judge smollm2-135m-instruct --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml \
+      --out "$OUT/judge" | { grep -E "^round|^[a-z]+ +[0-9]" || true; }
+  echo "stage 3a (Judge and Rubricor): $(( $(t) - s )) s"
+fi
 
 # 3b. GRPO routers per seed: outcome-only (lambda_p = 0), RoRo (the trained Judge's process
 # reward) and process (the tree's exact step labels as the process reward: the upper bound a

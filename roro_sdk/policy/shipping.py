@@ -30,6 +30,9 @@ def export_router(src: str | Path, dst: str | Path, *, provenance: dict[str, Any
     cast = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}.get(dtype)
     if cast is None:
         raise ConfigError(f"dtype must be float16, bfloat16 or float32, not {dtype!r}")
+    if src.resolve() == dst.resolve() or src.resolve().is_relative_to(dst.resolve()):
+        raise ConfigError(f"export {src} to another folder than itself or one holding it, not {dst}")
+    final, dst = dst, dst.with_name(dst.name + ".tmp")  # the old export stays until the new one is whole
     if dst.exists():
         shutil.rmtree(dst)
     (dst / "adapter").mkdir(parents=True)
@@ -45,4 +48,7 @@ def export_router(src: str | Path, dst: str | Path, *, provenance: dict[str, Any
     (dst / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (dst / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     write_manifest(dst)
-    return dst
+    if final.exists():
+        shutil.rmtree(final)
+    dst.rename(final)
+    return final

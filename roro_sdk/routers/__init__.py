@@ -24,6 +24,15 @@ ROUTER_SPECS = {
 }
 
 
+def expand_alias(spec: str) -> str:
+    """A spec with its aliases spelled out (``learned`` -> ``policy:default``, inside ``budget:``
+    too): what a caller checks before loading, e.g. a server that refuses routers with weights."""
+    kind, sep, rest = spec.strip().partition(":")
+    if kind == "budget" and sep:
+        return f"budget:{expand_alias(rest)}"
+    return "policy:default" if spec.strip() == "learned" else spec.strip()
+
+
 # Knob of each numeric spec kind: (default, lowest, highest), the range its router reads.
 _KNOBS: dict[str, tuple[float, float, float]] = {
     "random": (0.5, 0.0, 1.0),
@@ -57,8 +66,7 @@ def make_router(spec: str, *, seed: int = 0) -> Router:
         return FixedRouter(name="all-small")
     if spec in ("all-large", "large"):
         return FixedRouter(tier=-1)
-    if spec == "learned":
-        spec = "policy:default"
+    spec = expand_alias(spec)
     kind, _, arg = spec.partition(":")
     arg = arg.strip()
     if kind in ("fixed", "budget", "policy") and not arg:

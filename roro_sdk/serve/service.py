@@ -17,7 +17,7 @@ from typing import Any
 from .._cli_common import choose_pool
 from ..errors import ConfigError, LogprobsUnavailableError, ModelCallError, RouterError, UnknownRouteError
 from ..pool import ModelPool
-from ..routers import make_router
+from ..routers import expand_alias, make_router
 from ..routers.base import Router
 from ..runtime import OnStep, StepwiseRuntime
 from ..trajectories import TrajectoryAppender
@@ -90,7 +90,7 @@ class RouteTable:
             if router is not None:
                 self._ad_hoc.move_to_end(name)
                 return name, router
-        if not self.allow_specs or _WEIGHTS_SPEC in name:
+        if not self.allow_specs or _WEIGHTS_SPEC in expand_alias(name):  # learned = policy:default
             raise UnknownRouteError(self._unknown(model))
         try:
             router = make_router(name, seed=self.seed)

@@ -70,7 +70,9 @@ class JudgeTrainingConfig(BaseModel):
     rubricor_steps: int = Field(50, ge=0, description="optimiser steps per Rubricor phase")
     pairs_per_step: int = Field(8, ge=1)
     micro_pairs: int | None = Field(None, ge=1, description="Judge phase: pairs per forward/backward inside a step "
-                                    "(gradients accumulate; lowers peak memory; None: the whole step at once)")
+                                    "(gradients accumulate; lowers peak memory; None: the whole step at once). The "
+                                    "Bradley-Terry term is the whole step's exactly; the format and calibration "
+                                    "terms become means per micro-batch, weighted by its pairs")
     queries_per_step: int = Field(8, ge=1, description="Rubricor phase: queries per step")
     group_size: int = Field(8, ge=2, description="Rubricor phase: rubrics sampled per query (GRPO group)")
     rubrics_per_query: int = Field(4, ge=1, description="Judge phase: rubrics sampled per query from the frozen Rubricor")
