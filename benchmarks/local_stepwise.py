@@ -9,15 +9,20 @@ subprocess (a clean peak RSS, engines loaded once):
 - ``continuous``: continuous batching with prefix KV reuse (the default);
 - ``generate``: the anchor, plain ``transformers`` ``model.generate`` on the first-step prompts
   at batch ``--concurrency`` (greedy, ``--anchor-tokens`` new tokens, no stop), output tokens/s;
-- ``llamacpp``: llama.cpp through ``llama-cpp-python`` on the same Q4_K_M GGUF files, one
-  sequence at a time with its automatic prompt-prefix reuse, behind the same ``roro_local``
-  provider (only when ``llama_cpp`` imports; it builds from source: see docs/benchmarks/local.md).
+- ``llamacpp``: the llama.cpp engine (:mod:`roro_sdk.local.llamacpp`) on the same models' Q4_K_M
+  GGUF files: continuous batching over llama.cpp sequences with prefix reuse (the default backend
+  where ``llama_cpp`` imports);
+- ``llamacpp-exact``: the same engine in exact mode (``prefix_cache_mb=0``: no reuse, decode
+  calls of at most 7 rows; every result a pure function of its request);
+- ``llamacpp-single``: llama-cpp-python's high-level ``Llama``, one sequence at a time with its
+  own prompt-prefix reuse (``benchmarks/llamacpp_backend.py``; what was measured before the engine).
+  The llama.cpp arms run only when ``llama_cpp`` imports (it builds from source: scripts/setup.sh).
 
 Per arm and router: steps/s, output tokens/s, prompt tokens computed per step (prefill) against
 new tokens per step, accuracy; per arm: load time and peak RSS. Ratios against ``static`` and
 the anchor come from the same run. Writes ``benchmarks/results/local_stepwise.json``.
 
-    python benchmarks/local_stepwise.py [--queries 16] [--arms static,continuous,generate,llamacpp]
+    python benchmarks/local_stepwise.py [--queries 16] [--arms static,continuous,generate,llamacpp,llamacpp-exact]
 """
 
 from __future__ import annotations
@@ -136,7 +141,7 @@ def arm_llamacpp(args) -> dict:
     from llamacpp_backend import install  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
 
     load_s = install(threads=args.threads or 2)
-    result = run_routers(args, "llamacpp")
+    result = run_routers(args, "llamacpp-single")
     result["load_s"] = load_s
     return result
 
@@ -148,12 +153,16 @@ def run_arm(args) -> dict:
         torch.set_num_threads(args.threads)
     if args.arm == "generate":
         result = arm_generate(args)
-    elif args.arm == "llamacpp":
+    elif args.arm == "llamacpp-single":
         result = arm_llamacpp(args)
     else:
         from roro_sdk.local import configure_local, register_local_provider
 
-        configure_local(batching=args.arm)
+        settings = {"static": dict(backend="torch", batching="static"),
+                    "continuous": dict(backend="torch", batching="continuous"),
+                    "llamacpp": dict(backend="llamacpp"),
+                    "llamacpp-exact": dict(backend="llamacpp", prefix_cache_mb=0)}
+        configure_local(**settings[args.arm])
         register_local_provider()
         result = run_routers(args, args.arm)
     result["peak_rss_mb"] = peak_rss_mb()
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--routers", default=ROUTERS)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--anchor-tokens", type=int, default=48, help="new tokens per row for the generate anchor")
-    ap.add_argument("--arms", default="static,continuous,generate,llamacpp")
+    ap.add_argument("--arms", default="static,continuous,generate,llamacpp,llamacpp-exact")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, write --arm-out
     ap.add_argument("--arm-out", help=argparse.SUPPRESS)
@@ -203,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     arms: dict[str, dict] = {}
     for arm in args.arms.split(","):
-        if arm == "llamacpp" and subprocess.run([args.python, "-c", "import llama_cpp"], capture_output=True).returncode:
-            print("llamacpp: skipped (llama_cpp does not import; see docs/benchmarks/local.md to build it)")
+        if arm.startswith("llamacpp") and subprocess.run([args.python, "-c", "import llama_cpp"], capture_output=True).returncode:
+            print(f"{arm}: skipped (llama_cpp does not import; see docs/benchmarks/local.md to build it)")
             continue
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             tmp = f.name
@@ -241,16 +250,16 @@ def print_table(result: dict) -> None:
     m = result["machine"]
     print(f"\n{result['queries']} x {result['dataset']} (seed {result['seed']}), concurrency {result['concurrency']}, "
           f"load average {m['loadavg_before'][0]:.1f} -> {m['loadavg_after'][0]:.1f}")
-    print(f"{'arm':<11} {'router':<12} {'wall s':>7} {'steps':>5} {'steps/s':>7} {'out tok/s':>9} "
+    print(f"{'arm':<14} {'router':<12} {'wall s':>7} {'steps':>5} {'steps/s':>7} {'out tok/s':>9} "
           f"{'prefill/req':>11} {'new/req':>7} {'batch':>5} {'acc':>5}")
     for name, a in result["arms"].items():
         for r in a.get("runs", []):
-            print(f"{name:<11} {r['router']:<12} {r['wall_s']:>7.1f} {r['steps']:>5} {r['steps_per_s']:>7.2f} "
+            print(f"{name:<14} {r['router']:<12} {r['wall_s']:>7.1f} {r['steps']:>5} {r['steps_per_s']:>7.2f} "
                   f"{r['output_tokens_per_s']:>9.1f} {r['prefill_per_request']:>11.1f} {r['new_per_request']:>7.1f} "
                   f"{r['mean_decode_batch']:>5.1f} {r['accuracy']:>5.2f}")
         for model, g in a.get("models", {}).items():
-            print(f"{name:<11} {model[:12]:<12} {g['wall_s']:>7.1f} {'':>5} {'':>7} {g['output_tokens_per_s']:>9.1f}")
-        print(f"{'':<11} peak RSS {a['peak_rss_mb']:.0f} MB" + (f", load {a['load_s']:.1f} s" if "load_s" in a else ""))
+            print(f"{name:<14} {model[:12]:<12} {g['wall_s']:>7.1f} {'':>5} {'':>7} {g['output_tokens_per_s']:>9.1f}")
+        print(f"{'':<14} peak RSS {a['peak_rss_mb']:.0f} MB" + (f", load {a['load_s']:.1f} s" if "load_s" in a else ""))
     for name, r in result["ratios"].items():
         print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None))
 

@@ -18,6 +18,7 @@ from .errors import MissingExtraError
 #: extra name -> what it is for (completes "roro-sdk needs <package> for ...").
 EXTRAS: dict[str, str] = {
     "local": "local models",
+    "llamacpp": "the llama.cpp engine (or set RORO_LOCAL_BACKEND=torch)",
     "train": "training",
     "data": "reasoning-gym datasets",
     "plot": "plots",
@@ -26,7 +27,7 @@ EXTRAS: dict[str, str] = {
 }
 
 # Import name -> distribution name, where they differ.
-_DISTRIBUTIONS = {"reasoning_gym": "reasoning-gym", "math_verify": "math-verify"}
+_DISTRIBUTIONS = {"reasoning_gym": "reasoning-gym", "math_verify": "math-verify", "llama_cpp": "llama-cpp-python"}
 
 
 def missing_extra_message(module: str, extra: str) -> str:

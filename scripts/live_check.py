@@ -1,11 +1,12 @@
 """Compare a live run of a router with its replay on a recorded routing tree (the issue's live check).
 
-    roro eval --dataset tree:TREE --router policy:default --max-steps 24 --out runs/live/learned.jsonl
+    RORO_LOCAL_BACKEND=torch roro eval --dataset tree:TREE --router policy:default --max-steps 24 --out runs/live/learned.jsonl
     python scripts/live_check.py --tree TREE --router policy:default --live runs/live/learned.jsonl \
         --json docs/reports/real/live_check.json
 
-The live run uses the real local models (no tree); the replay runs the same router on the tree
-(zero model calls). Reported: accuracy, large-token share and $/query of both, and how many
+The live run uses the real local models (no tree), computing as the tree was recorded (the
+committed trees: torch, float32; llama.cpp would write other text); the replay runs the same
+router on the tree (zero model calls). Reported: accuracy, large-token share and $/query of both, and how many
 trajectories and step slots differ (greedy fp32 steps are deterministic, so none should).
 """
 

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
+export RORO_LOCAL_BACKEND="${RORO_LOCAL_BACKEND:-torch}"  # the committed trees were recorded on torch (float32)
 PY=${PY:-.venv/bin/python}
 ROOT=data/trees/qwen2.5-coder-0.5b-1.5b
 TRAIN=${TRAIN:-$ROOT/gsm_symbolic-train}

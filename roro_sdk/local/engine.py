@@ -33,47 +33,12 @@ require("torch", extra="local")  # one line naming the extra, not a torch traceb
 import torch
 
 from roro_sdk.hf import cache_kwarg
-from roro_sdk.local.prompting import render_prompt
+from roro_sdk.local.cpu import CPU_LOCK, FairLock  # noqa: F401 -- FairLock: its old home
 from roro_sdk.local.rows import EngineStats, GenerationRequest, GenerationResult, RowState
 from roro_sdk.local.scheduler import ContinuousBatcher
-from roro_sdk.local.stops import find_stop
+from roro_sdk.local.text import END_MARKERS, RowText
 
-class FairLock:
-    """A lock taken in arrival order. ``threading.Lock`` lets the thread that releases it take it
-    again at once, so one engine's decode loop could starve another engine waiting for the CPU."""
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._queue: collections.deque[object] = collections.deque()
-        self._held = False
-
-    def __enter__(self) -> "FairLock":
-        me = object()
-        with self._cv:
-            self._queue.append(me)
-            try:
-                while self._held or self._queue[0] is not me:
-                    self._cv.wait()
-            except BaseException:  # interrupted while waiting: leave the queue, or it jams for everyone
-                self._queue.remove(me)
-                self._cv.notify_all()
-                raise
-            self._queue.popleft()
-            self._held = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cv:
-            self._held = False
-            self._cv.notify_all()
-
-
-#: Engines whose model is on the CPU take turns: two models computing at once would split the
-#: same cores between two thread pools and both run slower than one after the other.
-CPU_LOCK = FairLock()
-
-# End-of-turn markers that should end generation when the tokenizer has them as special tokens.
-_END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "</s>")
+_END_MARKERS = END_MARKERS  # its old name
 
 
 def cpu_has_native_bf16() -> bool:
@@ -101,7 +66,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return value
 
 
-class LocalEngine:
+class LocalEngine(RowText):
     """A loaded model + tokenizer with a thread-safe :meth:`generate` (continuous batching with
     prefix KV reuse, see :mod:`roro_sdk.local.scheduler`).
 
@@ -161,6 +126,11 @@ class LocalEngine:
         return cls(model, tok, **kw)
 
     @property
+    def compute_kind(self) -> str:
+        """What computes this engine's logits, as trees record it: the torch dtype (``float32``)."""
+        return next((str(p.dtype).removeprefix("torch.") for p in self.model.parameters()), "no weights")
+
+    @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
         """Deprecated: nothing in roro-sdk runs on it any more (the scheduler has its own thread)."""
         import warnings
@@ -190,47 +160,17 @@ class LocalEngine:
             self._scheduler.close()
 
     # ---- token bookkeeping -------------------------------------------------------------------
-    def _eos_ids(self) -> set[int]:
-        ids: set[int] = set()
-        gen_cfg = getattr(self.model, "generation_config", None)
-        for source in (getattr(gen_cfg, "eos_token_id", None), self.tokenizer.eos_token_id):
-            if isinstance(source, int):
-                ids.add(source)
-            elif source:
-                ids.update(int(i) for i in source)
-        specials = set(getattr(self.tokenizer, "all_special_tokens", []) or [])
-        for marker in _END_MARKERS:
-            if marker in specials:
-                tid = self.tokenizer.convert_tokens_to_ids(marker)
-                if isinstance(tid, int) and tid >= 0:
-                    ids.add(tid)
-        return ids
+    def _config_eos_ids(self) -> list[int]:
+        source = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(source, int):
+            return [source]
+        return [int(i) for i in source] if source else []
 
     def _pad_id(self) -> int:
         for cand in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, *sorted(self.eos_ids)):
             if cand is not None:
                 return int(cand)
         return 0
-
-    def encode(self, messages: list[Any]) -> tuple[list[int], bool]:
-        """Prompt token ids and whether this is prefix mode."""
-        text, prefix_mode, templated = render_prompt(self.tokenizer, messages)
-        ids = self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
-        return list(ids), prefix_mode
-
-    def decode_continuation(self, context_id: int | None, ids: list[int]) -> str:
-        """Text of generated ``ids``. Decoding after one context token keeps a leading space that
-        SentencePiece-style decoders would drop at the start of a sequence."""
-        if context_id is None:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
-        head = self.tokenizer.decode([context_id], skip_special_tokens=True)
-        full = self.tokenizer.decode([context_id, *ids], skip_special_tokens=True)
-        if head and full.startswith(head):
-            return full[len(head) :]
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def _token_text(self, tid: int) -> str:
-        return self.tokenizer.decode([tid], skip_special_tokens=False)
 
     # ---- generation -------------------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> concurrent.futures.Future:
@@ -288,31 +228,12 @@ class LocalEngine:
 
     def new_row(self, r: GenerationRequest, future: concurrent.futures.Future | None = None) -> RowState:
         """Validate and encode one request (raises ``ValueError`` on bad input)."""
-        try:
-            ids, prefix_mode = self.encode(r.messages)
-        except (TypeError, KeyError) as exc:
-            raise ValueError(str(exc)) from exc
-        limit = self._limit(r, ids)
-        if r.top_p is not None and not 0.0 <= float(r.top_p) <= 1.0:
-            raise ValueError(f"top_p must be within [0, 1], got {r.top_p}")
-        if r.temperature is not None and float(r.temperature) < 0:
-            raise ValueError(f"temperature must be >= 0, got {r.temperature}")
+        ids, prefix_mode, limit = self.checked(r)
         gen = torch.Generator().manual_seed(int(r.seed)) if r.seed is not None else None
         self.stats.requests += 1
         self.stats.prompt_tokens += len(ids)
         return RowState(request=r, prompt=ids, prefix_mode=prefix_mode, limit=limit, generator=gen,
                     context_id=ids[-1] if ids else None, future=future)
-
-    def _limit(self, r: GenerationRequest, prompt: list[int]) -> int:
-        if not prompt:
-            raise ValueError("the rendered prompt is empty")
-        room = self.max_context - len(prompt)
-        if room <= 0:
-            raise ValueError(f"the prompt has {len(prompt)} tokens; {self.name!r} takes at most {self.max_context}")
-        want = self.default_max_tokens if r.max_tokens is None else int(r.max_tokens)
-        if want < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {want}")
-        return min(want, room)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 cache: Any, *, last_only: bool = False) -> torch.Tensor:
@@ -338,21 +259,12 @@ class LocalEngine:
         done = []
         for j, row in enumerate(rows):
             tid = int(tokens[j])
-            row.generated.append(tid)
             if row.request.logprobs:
                 lp = logp[want_lp.index(j)]
                 k = min(max(int(row.request.top_logprobs or 0), 0), lp.shape[-1])
                 top = torch.topk(lp, k) if k else None
                 row.lp_raw.append((float(lp[tid]), top.indices.tolist() if top else [], top.values.tolist() if top else []))
-            if tid in self.eos_ids:
-                row.finish = "stop"
-            else:
-                row.text = self.decode_continuation(row.context_id, row.generated)
-                if find_stop(row.text, row.request.stop) is not None:
-                    row.finish = "stop"
-                elif len(row.generated) >= row.limit:
-                    row.finish = "length"
-            done.append(row.finish is not None)
+            done.append(self.advance(row, tid))
         return done
 
     @torch.inference_mode()
@@ -405,32 +317,3 @@ class LocalEngine:
                 probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
             tokens[j] = torch.multinomial(probs, 1, generator=gens[j])[0]
         return tokens
-
-    def result(self, row: RowState) -> GenerationResult:
-        """The finished row as a :class:`GenerationResult` (the text cut at the first stop)."""
-        req, gen = row.request, row.generated
-        match = find_stop(row.text, req.stop)
-        content = match.content if match is not None else row.text
-        self.stats.completion_tokens += len(gen)
-        logprobs = None
-        if req.logprobs:
-            logprobs = []
-            start = 0
-            for k, (lp, top_ids, top_vals) in enumerate(row.lp_raw):
-                if start >= len(content):  # this token starts in the delimiter/after the cut, or is EOS
-                    break
-                end = len(self.decode_continuation(row.context_id, gen[: k + 1]))
-                tok = self._token_text(gen[k])
-                logprobs.append({
-                    "token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8")),
-                    "top_logprobs": [
-                        {"token": (t := self._token_text(tid)), "logprob": v, "bytes": list(t.encode("utf-8"))}
-                        for tid, v in zip(top_ids, top_vals)
-                    ],
-                })
-                start = max(start, end)
-        return GenerationResult(
-            text=content, finish_reason=row.finish or "length", prompt_tokens=len(row.prompt),
-            completion_tokens=len(gen), prefix_mode=row.prefix_mode, batch_size=row.peak_batch,
-            logprobs=logprobs, token_ids=list(gen),
-        )

