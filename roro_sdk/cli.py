@@ -143,6 +143,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = _eval_out(args)  # checked (and --summary-json, --report, --ray) before anything runs or is paid for
     ray = ray_from_args(args)
+    if args.together and ray is not None:
+        raise ConfigError("--together runs the routers in this process; drop it with --ray (Ray workers already run at once)")
     if ray is not None:
         from ._sync import run_sync
         from .scale import QueryRunner
@@ -164,19 +166,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if runner is not None:
             run_sync(runner.wait_ready())  # wall times below are the routers', not the workers' start-up
+        on_result = writer.write if writer is not None else None  # each as it finishes
+        together = _run_together(args, pool, queries, routers, done, on_result) if args.together else {}
         for router in routers:
-            on_result = writer.write if writer is not None else None  # each as it finishes
             have = done.get(router.name, {})
             todo = [q for q in queries if q.id not in have]
             t0 = time.perf_counter()
-            if not todo:
+            if router.name in together:
+                trajs, wall = together[router.name]
+            elif not todo:
                 trajs = []
             elif runner is None:
                 rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
                 trajs = rt.run_many(todo, concurrency=args.concurrency, progress=not args.quiet, on_result=on_result)
             else:
                 trajs = run_sync(runner.arun(router, todo, progress=not args.quiet, on_result=on_result))
-            wall = time.perf_counter() - t0
+            if router.name not in together:
+                wall = time.perf_counter() - t0
             new = {t.query.id: t for t in trajs}
             trajs = [have[q.id] if q.id in have else new[q.id] for q in queries if q.id in have or q.id in new]
             if have:
@@ -203,6 +209,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         write_text_file(summary_json, json.dumps([dict(s.model_dump(), wall_s=w) for s, w in summaries], indent=2),
                         what="--summary-json file")
     return 0
+
+
+def _run_together(args, pool, queries, routers, done, on_result) -> dict[str, tuple[list, float]]:
+    """``--together``: every router's queries in flight at once (``--concurrency`` per router), so
+    a local engine batches steps of all routers together. Per router: its trajectories and the
+    seconds from the common start until its last one finished."""
+    import asyncio
+
+    from ._sync import run_sync
+    from .runtime import StepwiseRuntime
+
+    async def all_routers() -> dict[str, tuple[list, float]]:
+        t0 = time.perf_counter()
+
+        async def one(router):
+            todo = [q for q in queries if q.id not in done.get(router.name, {})]
+            if not todo:
+                return router.name, ([], 0.0)
+            rt = StepwiseRuntime(pool, router, **_runtime_kwargs(args))
+            trajs = await rt.arun_many(todo, concurrency=args.concurrency, progress=False, on_result=on_result)
+            return router.name, (trajs, time.perf_counter() - t0)
+
+        return dict(await asyncio.gather(*(one(r) for r in routers)))
+
+    if not args.quiet:
+        print(f"running {len(routers)} routers together on {len(queries)} queries", flush=True)
+    return run_sync(all_routers())
 
 
 def _finished(out: Path, ids: set[str]) -> dict[str, dict]:
@@ -285,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a killed run: skip each (router, query) --out already holds without an error, "
                         "run the rest, summarise all")
     p.add_argument("--summary-json", default=None)
+    p.add_argument("--together", action="store_true",
+                   help="run all routers at once instead of one after another (local models batch their steps "
+                        "together: faster in all; each router's wall time is then until its last query finished)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_ray_arguments(p)
     _common(p)

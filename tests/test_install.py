@@ -98,6 +98,26 @@ def test_torch_modules_without_torch_raise_the_typed_error(tmp_path):
     ]
 
 
+def test_the_llamacpp_backend_without_llama_cpp_says_which_extra(tmp_path):
+    r = _run_blocked("llama_cpp", """
+        from roro_sdk.errors import MissingExtraError
+        from roro_sdk.local.provider import _backend_for, configure_local, llamacpp_installed
+        assert not llamacpp_installed()
+        cfg = configure_local()
+        print(_backend_for("qwen2.5-coder-0.5b-instruct", cfg, None))  # auto: torch when llama.cpp is missing
+        try:
+            import roro_sdk.local.llamacpp
+        except MissingExtraError as e:
+            print(e, "|", e.extra)
+    """, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "torch",
+        'roro-sdk needs llama-cpp-python for the llama.cpp engine (or set RORO_LOCAL_BACKEND=torch): '
+        'pip install "roro-sdk[llamacpp]" | llamacpp',
+    ]
+
+
 def test_conversion_without_gguf_says_which_extra(tmp_path):
     r = _run_blocked("gguf", """
         from roro_sdk.errors import ModelUnavailableError

@@ -158,17 +158,21 @@ def test_two_models_alternating_steps_catch_up_on_each_others_text(parts, refere
 
 
 def test_memory_stays_within_its_cells(parts):
+    from roro_sdk.local.llamacpp import L
+
     """Many distinct prompts through the smallest cache: idle sequences are emptied to make room,
     every request still succeeds, and the cache never holds more than its cells."""
-    e = engine(parts, prefix_cache_mb=1, max_batch_size=4)  # clamped to the minimum, 2048 cells a sequence
+    e = engine(parts, prefix_cache_mb=1, max_batch_size=4)  # clamped to the minimum, 4096 cells a sequence
     try:
-        assert e.seq_cells == 2048
+        assert e.seq_cells == 4096
         padding = " ".join(f"item {i} costs {i % 7} dollars;" for i in range(60))  # ~600 tokens each
         reqs = [req(messages(f"{padding} Question {k}: what is {k} + {k}?"), 4) for k in range(16)]
         for k in range(0, 16, 4):
             out = e.generate(reqs[k:k + 4])
             assert all(r.completion_tokens >= 1 for r in out)
             assert all(len(s.tokens) <= e.seq_cells for s in e._seqs)
+            for s in e._seqs:  # the engine's book of each sequence is what llama.cpp holds
+                assert L.llama_memory_seq_pos_max(e._mem, s.seq_id) + 1 == len(s.tokens)
     finally:
         e.close()
 
@@ -249,3 +253,57 @@ def test_a_thread_per_caller_gets_its_own_answer(parts, reference):
             assert_close(results[k], reference(r))
     finally:
         e.close()
+
+
+def test_one_failing_row_fails_alone_and_close_fails_what_is_pending(parts, monkeypatch):
+    e = engine(parts)
+    try:
+        real = e._choose
+
+        def choose(row, logits):
+            if "Sara" in str(row.request.messages):
+                raise FloatingPointError("non-finite logits")
+            return real(row, logits)
+
+        monkeypatch.setattr(e, "_choose", choose)
+        out = e.generate_many([req(messages(q), 6) for q in QUESTIONS])
+        assert isinstance(out[2], FloatingPointError)
+        assert all(not isinstance(r, Exception) and r.completion_tokens == 6 for k, r in enumerate(out) if k != 2)
+        monkeypatch.setattr(e, "_choose", real)
+        long = [e.submit(req(messages(q), 300)) for q in QUESTIONS]
+        time.sleep(1.0)
+    finally:
+        e.close()
+    for f in long:  # finished before close, or failed by it: never left hanging
+        assert f.done()
+        if f.exception() is not None:
+            assert "closed" in str(f.exception())
+
+
+def test_a_registered_gguf_file_runs_on_llamacpp_and_trees_refuse_the_other_backend(parts, tmp_path):
+    from roro_sdk.errors import TreeMismatchError
+    from roro_sdk.local import clear_local_engines, configure_local, register_local_model
+    from roro_sdk.local.provider import expected_compute_kind, get_local_engine
+    from roro_sdk.tree.manifest import TreeManifest, check_local_dtypes
+
+    gguf, _ = parts
+    register_local_model("my-gguf", gguf)
+    try:
+        assert expected_compute_kind("my-gguf") == f"llama.cpp:{gguf.name}"
+        eng = get_local_engine("my-gguf")  # its tokenizer read from the GGUF file
+        assert type(eng).__name__ == "LlamaCppEngine"
+        assert eng.generate([req(messages(QUESTIONS[0]), 4)])[0].completion_tokens == 4
+    finally:
+        clear_local_engines()
+    before = configure_local()
+    manifest = TreeManifest.model_construct(
+        weights={"small": {"pinned_by": "registry sha256", "dtype": "float32"}},
+        pool={"models": [{"name": "small", "model": f"roro_local/{QWEN}"}]})
+    try:
+        configure_local(backend="llamacpp")
+        with pytest.raises(TreeMismatchError, match="RORO_LOCAL_BACKEND=torch RORO_LOCAL_DTYPE=float32"):
+            check_local_dtypes(manifest)
+        configure_local(backend="torch", dtype="float32")
+        check_local_dtypes(manifest)  # computes as recorded: no error
+    finally:
+        configure_local(backend=before.backend, dtype=before.dtype)

@@ -18,7 +18,7 @@ a time, so this module drives the low-level API itself, the way llama.cpp's own 
   ``llama_decode`` call, then computes prompt chunks of newly admitted rows; rows leave as soon
   as they stop.
 * **Bounded memory.** Each sequence has a fixed number of cells (``prefix_cache_mb`` over the
-  sequences, at least 2048 and at most the model's training context), allocated once.
+  sequences, at least 4096 and at most the model's training context), allocated once.
 * **Exactness.** A row's logits never depend on which other rows share its batch: each
   sequence has its own KV stream (no attention over a shared cache), flash attention and
   llama.cpp's repacked kernels are off (both round differently with the batch), and each prompt
@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import ctypes
+import logging
 import os
 import threading
 import time
@@ -59,17 +61,32 @@ from roro_sdk.local.cpu import CPU_LOCK  # noqa: E402
 from roro_sdk.local.rows import EngineStats, GenerationRequest, GenerationResult, RowState  # noqa: E402
 from roro_sdk.local.text import RowText  # noqa: E402
 
-_llama_logger.set_verbose(False)  # llama.cpp prints every tensor it loads otherwise
+_llama_logger.set_verbose(False)
+log = logging.getLogger("roro_sdk.local.llamacpp")
+
+
+@L.llama_log_callback
+def _to_logging(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp writes every tensor it loads, and warnings about the registry's GGUF files that
+    # change nothing, to stderr; they go to this logger at debug level instead
+    log.debug("%s", text.decode("utf-8", "replace").rstrip())
+
+
+L.llama_log_set(_to_logging, ctypes.c_void_p(0))
 
 #: Tokens per llama_decode call (decode rows + prompt chunks); the batch buffer is this size.
 _N_BATCH = 512
-_MIN_SEQ_CELLS = 2048
+_MIN_SEQ_CELLS = 4096
 #: llama.cpp's CPU matmuls take one code path for calls of fewer rows than this and another from
 #: it up (measured: a prompt's last token gets other logits when its chunk has < 8 tokens).
 _VEC_ROWS = 8
 #: A prefix in another sequence is copied over (a memory copy of its stream) only when it spares
 #: at least this many tokens of prefill.
 _COPY_MIN = 16
+#: An idle sequence is extended in place when it holds the new prompt but for at most this many
+#: tokens at its end (the stop token and re-tokenisation at the step boundary); otherwise it is
+#: another trajectory's cache, and the prompt goes to an empty or least recently used sequence.
+_TAIL_SLACK = 8
 _IDLE_EXIT_S = 30.0
 _backend_ready = False
 _backend_lock = threading.Lock()
@@ -120,6 +137,9 @@ class LlamaCppEngine(RowText):
             raise ValueError("window_s and prefix_cache_mb must be >= 0")
         if batching not in ("continuous", "static"):
             raise ValueError(f"batching must be 'continuous' or 'static', got {batching!r}")
+        n_seqs = min(int(max_batch_size) + max(2, int(max_batch_size) // 2), 256)
+        if n_seqs <= int(max_batch_size):
+            raise ValueError(f"max_batch_size must be below {n_seqs} for llama.cpp")
         _init_backend()
         self.name = name
         self.tokenizer = tokenizer
@@ -134,6 +154,20 @@ class LlamaCppEngine(RowText):
         self.generate_calls = 0
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
         self.lock = CPU_LOCK
+        self._seqs: list[_Seq] = []
+        self._waiting: collections.deque[RowState] = collections.deque()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._done: list[tuple[concurrent.futures.Future, Any, bool]] = []
+        self._model = self._ctx = self._batch = None
+        try:
+            self._load(threads, repack, n_seqs)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, threads: int | None, repack: bool, n_seqs: int) -> None:
         mparams = L.llama_model_default_params()
         # llama.cpp's repacked CPU kernels take other code paths from 4 rows up: a row's logits
         # would depend on how many rows share its call
@@ -144,12 +178,11 @@ class LlamaCppEngine(RowText):
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self.kv_bytes_per_token = self._kv_bytes_per_token()
-        self.n_seqs = min(self.max_batch_size + max(2, self.max_batch_size // 2), int(L.llama_max_parallel_sequences()))
-        if self.n_seqs <= self.max_batch_size:
-            raise ValueError(f"max_batch_size must be below {self.n_seqs - 1} for llama.cpp")
+        self.n_seqs = min(n_seqs, int(L.llama_max_parallel_sequences()))
         n_train = int(L.llama_model_n_ctx_train(self._model)) or 1 << 15
-        budget = int(prefix_cache_mb * 2**20 // self.kv_bytes_per_token // self.n_seqs)
-        self.seq_cells = max(_MIN_SEQ_CELLS, min(n_train, budget)) // 256 * 256  # llama.cpp pads contexts to 256
+        budget = int(self.prefix_cache_mb * 2**20 // self.kv_bytes_per_token // self.n_seqs)
+        # llama.cpp pads contexts to 256 tokens; every sequence can hold a long trajectory
+        self.seq_cells = max(min(_MIN_SEQ_CELLS, n_train), min(n_train, budget)) // 256 * 256
         self.n_cells = self.seq_cells * self.n_seqs
         self.max_context = self.seq_cells
         cparams = L.llama_context_default_params()
@@ -162,17 +195,11 @@ class LlamaCppEngine(RowText):
         cparams.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
-            L.llama_model_free(self._model)
             raise ValueError(f"llama.cpp could not create a context of {self.n_cells} tokens for {self.gguf}")
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(_N_BATCH, 0, 1)
         self.eos_ids = self._eos_ids() | {int(L.llama_vocab_eos(self._vocab))} - {-1}
         self._seqs = [_Seq(i) for i in range(self.n_seqs)]
-        self._waiting: collections.deque[RowState] = collections.deque()
-        self._cv = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._done: list[tuple[concurrent.futures.Future, Any, bool]] = []
 
     @property
     def compute_kind(self) -> str:
@@ -182,8 +209,22 @@ class LlamaCppEngine(RowText):
     def _kv_bytes_per_token(self) -> int:
         layers = int(L.llama_model_n_layer(self._model))
         heads, kv_heads = int(L.llama_model_n_head(self._model)), int(L.llama_model_n_head_kv(self._model))
-        head_dim = int(L.llama_model_n_embd(self._model)) // max(1, heads)
-        return 2 * layers * kv_heads * head_dim * 2  # K and V, float16
+        k_dim = self._meta_int("attention.key_length") or int(L.llama_model_n_embd(self._model)) // max(1, heads)
+        v_dim = self._meta_int("attention.value_length") or k_dim
+        return layers * kv_heads * (k_dim + v_dim) * 2  # float16 K and V
+
+    def _meta_int(self, key: str) -> int | None:
+        """``<arch>.<key>`` from the GGUF metadata (models whose head size is not n_embd / n_head)."""
+        buf = ctypes.create_string_buffer(256)
+        if L.llama_model_meta_val_str(self._model, b"general.architecture", buf, 256) < 0:
+            return None
+        arch = buf.value.decode()
+        if L.llama_model_meta_val_str(self._model, f"{arch}.{key}".encode(), buf, 256) < 0:
+            return None
+        try:
+            return int(buf.value.decode())
+        except ValueError:
+            return None
 
     # ---- requests ----------------------------------------------------------------------------
     def new_row(self, r: GenerationRequest, future: concurrent.futures.Future | None = None) -> RowState:
@@ -243,19 +284,23 @@ class LlamaCppEngine(RowText):
                 return
             self._closed = True
             self._cv.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=60)
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=60)
         with self._cv:
-            for row in list(self._waiting) + [s.row for s in self._seqs if s.row is not None]:
-                if row.future is not None and not row.future.done():
-                    row.future.set_exception(RuntimeError(f"local engine {self.name!r} was closed"))
+            pending = list(self._waiting) + [s.row for s in self._seqs if s.row is not None]
             self._waiting.clear()
+        for row in pending:
+            if row.future is not None:
+                _settle(row.future, RuntimeError(f"local engine {self.name!r} was closed"), False)
         with self.lock:
-            if self._ctx:
+            if self._batch is not None:
                 L.llama_batch_free(self._batch)
+            if self._ctx:
                 L.llama_free(self._ctx)
+            if self._model:
                 L.llama_model_free(self._model)
-                self._ctx = self._model = None
+            self._ctx = self._model = self._batch = None
 
     def __del__(self) -> None:  # an engine dropped without close() must not keep its worker
         try:
@@ -275,7 +320,7 @@ class LlamaCppEngine(RowText):
                 while not self._waiting and not self._active() and not self._closed:
                     self._cv.wait(timeout=1.0)
                     if time.monotonic() - idle_since > _IDLE_EXIT_S and not self._waiting:
-                        self._thread = None
+                        self._thread = None  # the next submit starts a new worker (under the same lock)
                         return
                 if self._closed:
                     return
@@ -283,8 +328,9 @@ class LlamaCppEngine(RowText):
                 time.sleep(self.window_s)  # let a wave of concurrent requests arrive together
             try:
                 with self.lock:
-                    if not self._active():
+                    if not self._active():  # a busy period starts: it gets its largest batch
                         self.generate_calls += 1
+                        self.batch_sizes.append(0)
                     self._admit()
                     self._step()
             except Exception as exc:  # noqa: BLE001 -- a failed llama_decode fails its rows, not the engine
@@ -297,17 +343,23 @@ class LlamaCppEngine(RowText):
         busy = len(self._active())
         if self.batching == "static" and busy:
             return
-        while busy < self.max_batch_size:
+        room = min(self.max_batch_size, self.n_seqs - 1)  # max_batch_size may be raised after loading
+        while busy < room:
             with self._cv:
                 if not self._waiting:
                     break
                 row = self._waiting.popleft()
             if row.future is not None and row.future.cancelled():
                 continue
-            self._place(row)
+            try:
+                self._place(row)
+            except Exception as exc:  # noqa: BLE001 -- this row fails, the batch goes on
+                if row.future is not None:
+                    self._done.append((row.future, exc, False))
+                continue
             busy += 1
-        if busy:
-            self.batch_sizes.append(busy)
+        if busy and self.batch_sizes:
+            self.batch_sizes[-1] = max(self.batch_sizes[-1], busy)
 
     def _place(self, row: RowState) -> None:
         prompt = row.prompt
@@ -317,8 +369,8 @@ class LlamaCppEngine(RowText):
         else:
             common = {s.seq_id: _common_prefix(s.tokens, prompt) for s in self._seqs}
             own = max(idle, key=lambda s: common[s.seq_id])
-            if common[own.seq_id] * 2 >= len(own.tokens) > 0:
-                dst = own  # mostly this prompt's own text (the trajectory's last step): extend it in place
+            if 0 < len(own.tokens) - common[own.seq_id] <= _TAIL_SLACK or len(own.tokens) == common[own.seq_id] > 0:
+                dst = own  # it holds this prompt up to its last few tokens (the trajectory's last step): extend it
             else:  # keep other trajectories' caches: take an empty or the least recently used sequence
                 dst = min(idle, key=lambda s: (len(s.tokens) > 0, s.last_used))
             src = max(self._seqs, key=lambda s: common[s.seq_id])
@@ -333,8 +385,10 @@ class LlamaCppEngine(RowText):
                 L.llama_memory_seq_cp(self._mem, src.seq_id, dst.seq_id, -1, -1)
                 dst.tokens = list(src.tokens)
         if len(dst.tokens) > keep:
-            L.llama_memory_seq_rm(self._mem, dst.seq_id, keep, -1)
-            dst.tokens = dst.tokens[:keep]
+            if L.llama_memory_seq_rm(self._mem, dst.seq_id, keep, -1):
+                dst.tokens = dst.tokens[:keep]
+            else:  # memory that cannot drop a tail (recurrent or hybrid models): start over
+                self._forget(dst)
         keep = len(dst.tokens)
         dst.row, dst.pending = row, list(prompt[keep:])
         row.kv_len = keep
@@ -390,10 +444,15 @@ class LlamaCppEngine(RowText):
         for s, idx in wants:
             row = s.row
             row.peak_batch = max(row.peak_batch, peak)
-            logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, idx), shape=(self.n_vocab,))
-            tid = self._choose(row, logits)
-            row.kv_len = len(s.tokens)
-            if self.advance(row, tid):
+            try:
+                logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, idx), shape=(self.n_vocab,))
+                tid = self._choose(row, logits)
+                row.kv_len = len(s.tokens)
+                finished = self.advance(row, tid)
+            except Exception as exc:  # noqa: BLE001 -- this row fails (e.g. non-finite logits), the batch goes on
+                self._finish(s, exc)
+                continue
+            if finished:
                 self._finish(s, None)
 
     def _put(self, i: int, tok: int, pos: int, seq: int, logits: bool) -> None:
@@ -445,24 +504,36 @@ class LlamaCppEngine(RowText):
         row = s.row
         s.row, s.pending, s.last_used = None, [], time.monotonic()
         if exc is not None:  # its KV may be half-written: forget it
-            L.llama_memory_seq_rm(self._mem, s.seq_id, -1, -1)
-            s.tokens = []
-        if row is not None and row.future is not None and not cancelled:
-            if exc is None:
+            self._forget(s)
+        if row is None or row.future is None or cancelled:
+            return
+        if exc is None:
+            try:
                 self._done.append((row.future, self.result(row), True))
-            else:
-                self._done.append((row.future, exc, False))
+            except Exception as err:  # noqa: BLE001 -- e.g. the tokenizer failing on this row's text
+                self._done.append((row.future, err, False))
+        else:
+            self._done.append((row.future, exc, False))
+
+    def _forget(self, s: _Seq) -> None:
+        L.llama_memory_seq_rm(self._mem, s.seq_id, -1, -1)
+        s.tokens = []
 
     def _resolve(self) -> None:
         """Wake callers outside the CPU lock (a callback may submit to another engine)."""
         done, self._done = self._done, []
         for future, value, ok in done:
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            _settle(future, value, ok)
+
+
+def _settle(future: concurrent.futures.Future, value: Any, ok: bool) -> None:
+    """Complete ``future`` unless its caller cancelled it meanwhile."""
+    if future.done():
+        return
+    try:
+        future.set_result(value) if ok else future.set_exception(value)
+    except concurrent.futures.InvalidStateError:  # cancelled between the check and the set
+        pass
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -35,7 +35,7 @@ from litellm import CustomLLM  # noqa: E402
 from litellm.llms.custom_llm import CustomLLMError  # noqa: E402
 from litellm.types.utils import ChoiceLogprobs, Choices, Message, ModelResponse, Usage  # noqa: E402
 
-from roro_sdk.errors import ConfigError, ModelUnavailableError, UnknownModelError
+from roro_sdk.errors import ConfigError, MissingExtraError, ModelUnavailableError, UnknownModelError
 from roro_sdk.local.batching import AsyncBatcher
 from roro_sdk.local.engine import GenerationRequest, GenerationResult, LocalEngine
 from roro_sdk.local.registry import REGISTRY, ensure_local_model, quiet_progress_bars
@@ -52,7 +52,10 @@ def llamacpp_installed() -> bool:
     """Whether ``llama-cpp-python`` is importable (found without importing it)."""
     import importlib.util
 
-    return importlib.util.find_spec("llama_cpp") is not None
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ def _mapped_errors(model: str) -> Iterator[None]:
         yield
     except LocalProviderError:
         raise
-    except (UnknownModelError, ModelUnavailableError) as exc:
+    except (UnknownModelError, ModelUnavailableError, MissingExtraError) as exc:
         raise LocalProviderError(404, str(exc), exc) from exc
     except (ValueError, ConfigError) as exc:
         raise LocalProviderError(400, f"roro_local/{model}: {exc}", exc) from exc

@@ -379,31 +379,42 @@ def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) ->
 def ensure_local_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Return a verified GGUF file of registry model ``name`` for llama.cpp, assembling it once.
 
-    The file goes to ``<cache_dir>/../gguf/<name>/`` beside the converted models (chunked
-    packages are concatenated there; a single-file package is linked); its sha256 and size are
-    checked against the pin before it is published (atomic rename), so a later call only checks
-    that the file is there. Errors as :func:`ensure_local_model`.
+    It lives in ``<cache_dir>/.gguf/<name>/``: chunked packages are concatenated there, a
+    single-file package is linked to (a copy where links are not allowed). Its sha256 and size are
+    checked against the pin before it is published (atomic rename, then a ``.verified`` marker),
+    so a later call only checks that both are there. Errors as :func:`ensure_local_model`.
     """
     entry = get_local_entry(name)
-    folder = _models_root(cache_dir).parent / "gguf" / entry.name
+    folder = _models_root(cache_dir) / ".gguf" / entry.name
     final = folder / entry.gguf_name
     marker = folder / (entry.gguf_name + ".verified")
-    if final.is_file() and marker.is_file() and marker.read_text().strip() == entry.sha256:
+
+    def ready() -> bool:
+        return final.is_file() and marker.is_file() and marker.read_text().strip() == entry.sha256
+
+    if ready():
         return final
     paths = _ordered_payload(entry)
     folder.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock
 
     with FileLock(str(folder / ".lock")):
-        if final.is_file() and marker.is_file() and marker.read_text().strip() == entry.sha256:
+        if ready():
             return final
+        marker.unlink(missing_ok=True)
         tmp = folder / (entry.gguf_name + ".tmp")
-        digest, size = _hash_concat(paths, tmp)
+        tmp.unlink(missing_ok=True)
+        digest, size = _hash_concat(paths, tmp if len(paths) > 1 else None)
         try:
             _check_pin(entry, digest, size)
         except ModelUnavailableError:
             tmp.unlink(missing_ok=True)
             raise
+        if len(paths) == 1:
+            try:
+                tmp.symlink_to(paths[0])
+            except OSError:
+                shutil.copyfile(paths[0], tmp)
         os.replace(tmp, final)
         marker.write_text(entry.sha256 + "\n")
     return final

@@ -150,8 +150,9 @@ def check_local_dtypes(manifest: TreeManifest, *, folder: str | Path = "the tree
     except Exception:  # the local extra is not installed: nothing local can be called here anyway
         return
     wrong = {}
+    specs = {m.get("name"): m.get("model", "") for m in (manifest.pool or {}).get("models", [])}
     for name, w in recorded.items():
-        model = str(w.get("model", "")).partition("/")[2]
+        model = str(w.get("model") or specs.get(name) or "").partition("/")[2]
         try:
             here = expected_compute_kind(model)
         except Exception:  # a model this process cannot serve: the call itself will say so
