@@ -344,12 +344,16 @@ class LlamaCppEngine(RowText):
         if self.batching == "static" and busy:
             return
         room = min(self.max_batch_size, self.n_seqs - 1)  # max_batch_size may be raised after loading
+        deferred: list[RowState] = []
         while busy < room:
             with self._cv:
                 if not self._waiting:
                     break
                 row = self._waiting.popleft()
             if row.future is not None and row.future.cancelled():
+                continue
+            if self._prefix_coming(row):
+                deferred.append(row)
                 continue
             try:
                 self._place(row)
@@ -358,8 +362,21 @@ class LlamaCppEngine(RowText):
                     self._done.append((row.future, exc, False))
                 continue
             busy += 1
+        if deferred:
+            with self._cv:
+                self._waiting.extendleft(reversed(deferred))
         if busy and self.batch_sizes:
             self.batch_sizes[-1] = max(self.batch_sizes[-1], busy)
+
+    def _prefix_coming(self, row: RowState) -> bool:
+        """Whether a row admitted in this step will prefill a longer prefix of ``row``'s prompt
+        than any sequence holds now (a wave of first steps shares the preamble): then ``row``
+        waits one step and copies it instead of computing it again."""
+        if not self.reuses_kv:
+            return False
+        now = max((_common_prefix(s.tokens, row.prompt) for s in self._seqs), default=0)
+        soon = max((_common_prefix(s.tokens + s.pending, row.prompt) for s in self._seqs if s.pending), default=0)
+        return soon >= now + _COPY_MIN
 
     def _place(self, row: RowState) -> None:
         prompt = row.prompt
