@@ -177,33 +177,6 @@ class LocalEngine(RowText):
         """Queue ``request`` on the scheduler; the future holds its :class:`GenerationResult`."""
         return self.scheduler.submit(request)
 
-    async def asubmit(self, request: GenerationRequest) -> GenerationResult:
-        """:meth:`submit` for async callers (any event loop); cancelling the awaiting task
-        withdraws the request (a running row leaves the batch at its next token)."""
-        import asyncio
-
-        # encoding renders the chat template and tokenises a long prompt: not on the event loop
-        return await asyncio.wrap_future(await asyncio.to_thread(self.submit, request))
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Run ``requests`` concurrently; raise the first request's error, if any."""
-        results = self.generate_many(requests)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return results  # type: ignore[return-value]
-
-    def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
-        """Like :meth:`generate`, but a request that is invalid on its own (prompt too long,
-        bad ``max_tokens``, unreadable messages) gets its exception in its slot instead of failing
-        the other requests."""
-        futures = [self.submit(r) for r in requests]
-        out: list[GenerationResult | Exception] = []
-        for f in futures:
-            exc = f.exception()
-            out.append(exc if exc is not None else f.result())  # type: ignore[arg-type]
-        return out
-
     def generate_static(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
         """Run ``requests`` as one left-padded batch from scratch: no prefix cache, nobody joins.
         Invalid requests get their exception in their slot."""

@@ -58,7 +58,7 @@ import llama_cpp.llama_cpp as L  # noqa: E402
 import numpy as np  # noqa: E402
 
 from roro_sdk.local.cpu import CPU_LOCK  # noqa: E402
-from roro_sdk.local.rows import EngineStats, GenerationRequest, GenerationResult, RowState  # noqa: E402
+from roro_sdk.local.rows import EngineStats, GenerationRequest, RowState, settle  # noqa: E402
 from roro_sdk.local.text import RowText  # noqa: E402
 
 _llama_logger.set_verbose(False)
@@ -254,29 +254,6 @@ class LlamaCppEngine(RowText):
             self._cv.notify_all()
         return future
 
-    async def asubmit(self, request: GenerationRequest) -> GenerationResult:
-        """:meth:`submit` for async callers; cancelling the awaiting task withdraws the request."""
-        import asyncio
-
-        return await asyncio.wrap_future(await asyncio.to_thread(self.submit, request))
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Run ``requests`` concurrently; raise the first request's error, if any."""
-        results = self.generate_many(requests)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return results  # type: ignore[return-value]
-
-    def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
-        """Like :meth:`generate`; a request invalid on its own gets its exception in its slot."""
-        futures = [self.submit(r) for r in requests]
-        out: list[GenerationResult | Exception] = []
-        for f in futures:
-            exc = f.exception()
-            out.append(exc if exc is not None else f.result())  # type: ignore[arg-type]
-        return out
-
     def close(self) -> None:
         """Fail pending requests, stop the worker and free the model; final."""
         with self._cv:
@@ -292,7 +269,7 @@ class LlamaCppEngine(RowText):
             self._waiting.clear()
         for row in pending:
             if row.future is not None:
-                _settle(row.future, RuntimeError(f"local engine {self.name!r} was closed"), False)
+                settle(row.future, RuntimeError(f"local engine {self.name!r} was closed"), False)
         with self.lock:
             if self._batch is not None:
                 L.llama_batch_free(self._batch)
@@ -540,17 +517,7 @@ class LlamaCppEngine(RowText):
         """Wake callers outside the CPU lock (a callback may submit to another engine)."""
         done, self._done = self._done, []
         for future, value, ok in done:
-            _settle(future, value, ok)
-
-
-def _settle(future: concurrent.futures.Future, value: Any, ok: bool) -> None:
-    """Complete ``future`` unless its caller cancelled it meanwhile."""
-    if future.done():
-        return
-    try:
-        future.set_result(value) if ok else future.set_exception(value)
-    except concurrent.futures.InvalidStateError:  # cancelled between the check and the set
-        pass
+            settle(future, value, ok)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

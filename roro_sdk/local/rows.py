@@ -75,3 +75,14 @@ class RowState:
     finish: str | None = None
     peak_batch: int = 1
     kv_len: int = 0  # KV columns computed for this row (prompt + fed tokens)
+
+
+def settle(future: concurrent.futures.Future, value: Any, ok: bool) -> None:
+    """Complete ``future`` with ``value`` (a result if ``ok``, else an exception), unless its
+    caller cancelled it meanwhile (also between the check and the set)."""
+    if future.done():
+        return
+    try:
+        future.set_result(value) if ok else future.set_exception(value)
+    except concurrent.futures.InvalidStateError:
+        pass

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from roro_sdk.local.rows import GenerationRequest, RowState
+from roro_sdk.local.rows import GenerationRequest, RowState, settle
 from roro_sdk.local.kv_cache import KV, PrefixCache
 
 #: Leading all-padding columns tolerated before the batch KV is compacted (a copy of the batch).
@@ -127,12 +127,7 @@ class ContinuousBatcher:
         that called an engine would otherwise wait for the lock this thread holds."""
         done, self._done = self._done, []
         for future, value, failed in done:
-            if future.done():  # cancelled by its caller meanwhile
-                continue
-            try:
-                future.set_exception(value) if failed else future.set_result(value)
-            except concurrent.futures.InvalidStateError:
-                pass
+            settle(future, value, not failed)
 
     def _run_wave(self, rows: list[RowState]) -> None:
         if not rows:

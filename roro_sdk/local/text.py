@@ -1,6 +1,6 @@
 """What every local engine does the same way, whatever computes its logits (torch or llama.cpp):
-render and encode a request, check it, turn generated ids into text, stop a row, and build its
-OpenAI-shaped result.
+render and encode a request, check it, turn generated ids into text, stop a row, build its
+OpenAI-shaped result, and the callers' face over the engine's ``submit``.
 
 Why one place: the step delimiter, EOS and ``max_tokens`` rules, and which logprobs a result
 carries, must not differ between engines, or a recorded step would depend on the backend in more
@@ -9,6 +9,7 @@ ways than its numerics.
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any
 
 from roro_sdk.local.prompting import render_prompt
@@ -21,12 +22,43 @@ END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "
 
 class RowText:
     """Mixin over ``self.tokenizer`` (a Hugging Face tokenizer), ``self.name``,
-    ``self.max_context``, ``self.default_max_tokens`` and ``self.stats``."""
+    ``self.max_context``, ``self.default_max_tokens``, ``self.stats`` and ``self.submit`` (queue
+    one request, return a future of its :class:`GenerationResult`)."""
 
     tokenizer: Any
     name: str
     max_context: int
     default_max_tokens: int
+
+    def submit(self, request: GenerationRequest) -> concurrent.futures.Future:
+        raise NotImplementedError
+
+    async def asubmit(self, request: GenerationRequest) -> GenerationResult:
+        """:meth:`submit` for async callers (any event loop); cancelling the awaiting task
+        withdraws the request (a running row leaves the batch at its next token)."""
+        import asyncio
+
+        # encoding renders the chat template and tokenises a long prompt: not on the event loop
+        return await asyncio.wrap_future(await asyncio.to_thread(self.submit, request))
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Run ``requests`` concurrently; raise the first request's error, if any."""
+        results = self.generate_many(requests)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationResult | Exception]:
+        """Like :meth:`generate`, but a request that is invalid on its own (prompt too long,
+        bad ``max_tokens``, unreadable messages) gets its exception in its slot instead of failing
+        the other requests."""
+        futures = [self.submit(r) for r in requests]
+        out: list[GenerationResult | Exception] = []
+        for f in futures:
+            exc = f.exception()
+            out.append(exc if exc is not None else f.result())  # type: ignore[arg-type]
+        return out
 
     def _config_eos_ids(self) -> list[int]:
         """End ids the model's own config names (a torch model's generation config)."""
