@@ -7,7 +7,12 @@ RSS and the cache's bytes every 50 queries, and the growth of RSS from the first
 last. Uses a randomly initialised model (``--hidden``, ``--layers``; KV of 16 KB per token at the
 defaults, fp32) so the run takes minutes, not hours, and needs no weights.
 
-    python benchmarks/local_memory.py [--queries 500] [--cache-mb 64]
+``--engine llamacpp`` runs the same queries through the llama.cpp engine on the registry's real
+0.5B GGUF (shorter steps by default, so that it also takes minutes): its KV cells are allocated
+once at load (``prefix_cache_mb`` over its sequences, at least 4096 cells each), so the check is
+that RSS stays flat while the run computes many times the tokens those cells hold.
+
+    python benchmarks/local_memory.py [--queries 500] [--cache-mb 64] [--engine torch|llamacpp]
 """
 
 from __future__ import annotations
@@ -36,30 +41,72 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--queries", type=int, default=500)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=8, help="new tokens per step")
-    ap.add_argument("--cache-mb", type=float, default=64)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "local_memory.json"))
-    args = ap.parse_args(argv)
+class _CellsView:
+    """The llama.cpp engine's KV as the torch cache reports it: tokens held now, bytes allocated."""
 
-    import torch
+    def __init__(self, engine):
+        self.engine = engine
+        self.bytes = engine.n_cells * engine.kv_bytes_per_token
 
+    @property
+    def tokens(self) -> int:
+        return sum(len(s.tokens) for s in self.engine._seqs)
+
+    class stats:  # noqa: N801 -- the torch cache's ``stats.evicted_tokens``; cells are reused in place
+        evicted_tokens = 0
+
+
+def torch_engine(args):
     from roro_sdk.hf import tiny_causal_lm
-    from roro_sdk.local import GenerationRequest, LocalEngine
+    from roro_sdk.local import LocalEngine
     from tests.test_local_engine import build_tokenizer
 
     tok = build_tokenizer()
     model = tiny_causal_lm(tok, hidden_size=args.hidden, num_layers=args.layers, num_heads=4, num_kv_heads=4,
                            max_positions=4096, init_std=0.2).float()
     engine = LocalEngine(model, tok, name="memory", prefix_cache_mb=args.cache_mb, window_s=0.0)
-    cache = engine.scheduler.prefix_cache
+    return engine, engine.scheduler.prefix_cache, 2 * args.layers * 4 * (args.hidden // 4) * 4
+
+
+def llamacpp_engine(args):
+    from transformers import AutoTokenizer
+
+    from roro_sdk.local.llamacpp import LlamaCppEngine
+    from roro_sdk.local.registry import ensure_local_gguf, ensure_local_model
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_local_model(args.model)))
+    engine = LlamaCppEngine(ensure_local_gguf(args.model), tok, name="memory", prefix_cache_mb=args.cache_mb)
+    return engine, _CellsView(engine), engine.kv_bytes_per_token
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--steps", type=int, help="steps per query (default 3; 2 with --engine llamacpp)")
+    ap.add_argument("--tokens", type=int, help="new tokens per step (default 8; 4 with --engine llamacpp)")
+    ap.add_argument("--cache-mb", type=float, default=64)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--engine", choices=["torch", "llamacpp"], default="torch")
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="registry model for --engine llamacpp")
+    ap.add_argument("--out", help="default: benchmarks/results/local_memory[_llamacpp].json")
+    args = ap.parse_args(argv)
+    real = args.engine == "llamacpp"
+    args.steps = args.steps or (2 if real else 3)
+    args.tokens = args.tokens or (4 if real else 8)
+    if args.out is None:
+        suffix = "" if args.engine == "torch" else "_llamacpp"
+        args.out = str(ROOT / "benchmarks" / "results" / f"local_memory{suffix}.json")
+
+    import torch
+
+    from roro_sdk.local import GenerationRequest
+
+    if args.engine == "torch":
+        engine, cache, kv_per_token = torch_engine(args)
+    else:
+        engine, cache, kv_per_token = llamacpp_engine(args)
     preamble = "You are a careful math tutor who shows reasoning before the answer. " * 6
-    kv_per_token = 2 * args.layers * 4 * (args.hidden // 4) * 4
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     points = []
@@ -85,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     stored = engine.stats.prefill_tokens + engine.stats.completion_tokens
     result = {
-        "benchmark": "local_memory", "queries": args.queries, "steps": args.steps, "cache_limit_mb": args.cache_mb,
+        "benchmark": "local_memory", "engine": args.engine, "queries": args.queries, "steps": args.steps, "cache_limit_mb": args.cache_mb,
         "kv_bytes_per_token": kv_per_token, "tokens_computed": stored,
         "unbounded_cache_would_be_mb": stored * kv_per_token / 2**20, "points": points,
         "rss_growth_mb": points[-1]["rss_mb"] - points[0]["rss_mb"], "max_cache_mb": max(p["cache_mb"] for p in points),

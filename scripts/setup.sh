@@ -51,37 +51,26 @@ if [[ "${RORO_SKIP_MODELS:-0}" != "1" ]]; then
 fi
 # The llama.cpp engine serves the local models ~2-3x faster than torch on a CPU, in a quarter of
 # the memory (docs/benchmarks/local.md). llama-cpp-python compiles from source (cmake and a C++
-# compiler, ~4 min). Its default native build crashes on some AVX-512 CPUs, so the instruction set
-# is chosen here: AVX-512 with VNNI where the CPU has it (1.3-1.8x faster batched decoding than
-# AVX2 on this project's machines), else AVX2. The wheel is kept per instruction set under
-# ~/.cache/roro-sdk/wheels (pip's own cache does not tell builds with other flags apart), and a
-# build that cannot generate two tokens is replaced by the AVX2 one.
-llama_cmake() {  # $1: avx512 | avx2
-  local common="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-  if [[ "$1" == avx512 ]]; then
-    local vbmi=OFF
-    grep -qw avx512vbmi /proc/cpuinfo && vbmi=ON
-    echo "$common -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=$vbmi -DGGML_AVX512_BF16=OFF"
-  else
-    echo "$common -DGGML_AVX512=OFF"
-  fi
-}
+# compiler, ~4-5 min) for the instruction set scripts/llamacpp-flags.sh picks (AVX-512 with VNNI
+# where the CPU has it, else AVX2). The wheel is kept per instruction set under
+# ~/.cache/roro-sdk/wheels (pip's own cache does not tell builds with other flags apart), and an
+# AVX-512 build that cannot generate two tokens is replaced by the AVX2 one.
 user_cmake_args="${CMAKE_ARGS:-}"  # flags of your own replace the chosen ones
 llama_install() {  # $1: avx512 | avx2 | native
-  local version flags=""
+  local isa flags version wheels
+  IFS=$'\t' read -r isa flags < <(bash scripts/llamacpp-flags.sh --isa "$1")
   version="$(grep -ihos '^llama[-_]cpp[-_]python==[^ ;]*' "$CONSTRAINTS" | head -1 | sed 's/.*==//' || true)"
-  local wheels="${XDG_CACHE_HOME:-$HOME/.cache}/roro-sdk/wheels/llama-cpp-python-${version:-unpinned}-$1"
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/roro-sdk/wheels/llama-cpp-python-${version:-unpinned}-$isa"
   [[ -n "$user_cmake_args" ]] && wheels="$wheels-custom"
   if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-    echo "building the llama.cpp engine for $1 (llama-cpp-python; ~4 min the first time, kept in $wheels)"
+    echo "building the llama.cpp engine for $isa (llama-cpp-python; ~4-5 min the first time, kept in $wheels)"
     mkdir -p "$wheels"
-    [[ "$1" != native ]] && flags="$(llama_cmake "$1")"
     CMAKE_ARGS="${user_cmake_args:-$flags}" pipq wheel --no-deps --no-cache-dir ${pins[@]+"${pins[@]}"} -w "$wheels" \
       llama-cpp-python || return 1
   fi
   pipq install --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl && pipq install ${pins[@]+"${pins[@]}"} -e ".[llamacpp]"
 }
-llama_generates() {  # two greedy tokens from the 0.5B model, in a process of its own (a bad build segfaults)
+llama_generates() {  # two greedy tokens from the 0.5B model, in a process of its own (a bad build crashes)
   LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
 from llama_cpp import Llama
 from roro_sdk.local.registry import ensure_local_gguf
@@ -90,14 +79,7 @@ assert llm("1 + 1 =", max_tokens=2, temperature=0)["choices"][0]["text"]
 PY
 }
 if [[ "${RORO_SKIP_LLAMACPP:-0}" != "1" ]] && ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
-  isa=native
-  if [[ "$(uname -m)" == "x86_64" ]]; then
-    isa=avx2
-    if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo \
-        && grep -qw avx512_vnni /proc/cpuinfo; then
-      isa=avx512
-    fi
-  fi
+  isa="$(bash scripts/llamacpp-flags.sh | cut -f1)"
   if ! llama_install "$isa"; then
     echo "the llama.cpp engine did not build; local models run on torch (RORO_SKIP_LLAMACPP=1 skips this step)" >&2
   elif [[ "$isa" == avx512 && "${RORO_SKIP_MODELS:-0}" != "1" ]] && ! llama_generates; then

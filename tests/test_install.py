@@ -338,6 +338,31 @@ def test_constraints_pin_every_dependency_within_pyproject_ranges():
     assert "-c \"$CONSTRAINTS\"" in (ROOT / "scripts" / "setup.sh").read_text()
 
 
+@pytest.mark.parametrize("cpu_flags, arch, isa", [
+    ("fpu sse2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512vbmi", "x86_64", "avx512"),
+    ("fpu sse2 avx avx2 fma f16c avx512f avx512bw avx512vl", "x86_64", "avx2"),  # no VNNI: AVX2
+    ("fpu sse2 avx avx2 fma f16c", "x86_64", "avx2"),
+    ("fp asimd", "aarch64", "native"),
+])
+def test_llamacpp_build_flags_follow_the_cpu(tmp_path, cpu_flags, arch, isa):
+    """scripts/setup.sh builds llama.cpp for what scripts/llamacpp-flags.sh prints: never the native
+    x86-64 build (it crashes on some AVX-512 CPUs), never AMX."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {cpu_flags}\n")
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "llamacpp-flags.sh"), "--cpuinfo", str(cpuinfo), "--arch", arch],
+                         capture_output=True, text=True, check=True).stdout
+    got, _, flags = out.rstrip("\n").partition("\t")
+    assert got == isa
+    if isa == "native":
+        assert flags == ""
+    else:
+        assert "-DGGML_NATIVE=OFF" in flags and "-DGGML_AVX2=ON" in flags and "-DGGML_AMX_INT8=OFF" in flags
+        assert ("-DGGML_AVX512=ON" in flags) == (isa == "avx512")
+        assert ("-DGGML_AVX512_VBMI=ON" in flags) == ("avx512vbmi" in cpu_flags)
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "llamacpp-flags.sh"), "--isa", "sse9"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "avx512, avx2 or native" in bad.stderr
+
+
 def test_wheel_ships_package_data(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
