@@ -3,8 +3,9 @@
 #   bash scripts/llamacpp-flags.sh [--isa avx512|avx2|native] [--cpuinfo FILE] [--arch ARCH]
 # Prints one line, ISA<TAB>CMAKE_ARGS (no flags for native: llama.cpp's own choice).
 # Why not native on x86-64: llama.cpp's native build crashes at the first generation on some
-# AVX-512 CPUs (AMX ones among them). AVX-512 with VNNI, AMX and AVX512-BF16 off, is 1.3-1.8x
-# faster than AVX2 at batched decoding on this project's machines (docs/local-models.md).
+# AVX-512 CPUs (AMX ones among them). AVX-512 with VNNI (AMX and AVX512-BF16 off) runs, and
+# decodes as fast as AVX2 on this project's machines (benchmarks/llamacpp_decode.py); AVX2 is
+# the fallback setup.sh takes if it cannot generate.
 set -euo pipefail
 isa="" cpuinfo=/proc/cpuinfo arch="$(uname -m)"
 while [[ $# -gt 0 ]]; do

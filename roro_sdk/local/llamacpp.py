@@ -26,7 +26,7 @@ a time, so this module drives the low-level API itself, the way llama.cpp's own 
   repacked kernels (weights re-laid for SIMD at load) compute rows in tiles of 4 and the rest one
   by one. A token's hidden states are bit-identical whenever it is computed on the same path, and
   differ at rounding level otherwise (logits by up to ~1%, measured). So with prefix reuse (the
-  default, repacked kernels on: 1.3-1.8x the batched decoding speed here) a cached prefix computed
+  default, repacked kernels on: 1.2-1.5x the decoding speed of the 1.5B at 4-8 rows here) a cached prefix computed
   in other chunks than an uncached prompt gives results that agree to rounding, not to the bit
   (greedy text can differ at near-ties, as bf16 does in the torch engine). With
   ``prefix_cache_mb=0`` (exact mode, repacked kernels off) every prompt is computed from scratch

@@ -1,0 +1,86 @@
+"""Raw batched decoding of the llama.cpp engine: tokens/s at batch 1, 4 and 8, repacked kernels on
+and off, on the registry's GGUF models, for whichever llama.cpp build is installed (its instruction
+set is in the result). What it answers: how much the build (AVX2 or AVX-512 VNNI) and llama.cpp's
+repacked kernels speed up decoding, apart from any scheduling.
+
+Each measurement: ``batch`` requests sharing a ~450-token prompt (cached once, so what is timed is
+decoding), 64 greedy tokens each, through one ``LlamaCppEngine``. Compare builds by running it with
+each one's ``llama_cpp`` first on ``PYTHONPATH`` (``--label`` names the run):
+
+    python benchmarks/llamacpp_decode.py [--models qwen2.5-coder-0.5b-instruct,qwen2.5-coder-1.5b-instruct] [--label avx512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+            "How many clips did Natalia sell altogether in April and May? Explain step by step in detail. ") * 3
+
+
+def measure(model: str, repack: bool, batches: list[int], tokens: int) -> list[dict]:
+    from transformers import AutoTokenizer
+
+    from roro_sdk.local.llamacpp import LlamaCppEngine
+    from roro_sdk.local.registry import ensure_local_gguf, ensure_local_model
+    from roro_sdk.local.rows import GenerationRequest
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_local_model(model)))
+    engine = LlamaCppEngine(ensure_local_gguf(model), tok, name=model, max_batch_size=max(batches), repack=repack)
+    out = []
+    try:
+        engine.generate([GenerationRequest(messages=[{"role": "user", "content": QUESTION}], max_tokens=4, temperature=0)])
+        for bs in batches:
+            reqs = [GenerationRequest(messages=[{"role": "user", "content": QUESTION + f" Case {i}."}],
+                                      max_tokens=tokens, temperature=0) for i in range(bs)]
+            t0 = time.perf_counter()
+            res = engine.generate(reqs)
+            wall = time.perf_counter() - t0
+            n = sum(r.completion_tokens for r in res)
+            out.append({"model": model, "repack": repack, "batch": bs, "tokens": n, "wall_s": wall, "tokens_per_s": n / wall})
+            print(f"{model:<30} repack={int(repack)} batch {bs:>2}: {n / wall:6.1f} tokens/s", flush=True)
+    finally:
+        engine.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="qwen2.5-coder-0.5b-instruct,qwen2.5-coder-1.5b-instruct")
+    ap.add_argument("--batches", default="1,4,8")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--label", default="installed")
+    ap.add_argument("--out", help="default: benchmarks/results/llamacpp_decode_LABEL.json")
+    args = ap.parse_args(argv)
+    import llama_cpp
+
+    system = llama_cpp.llama_print_system_info().decode()
+    load_before = os.getloadavg()
+    rows = []
+    for model in args.models.split(","):
+        for repack in (False, True):
+            rows += measure(model, repack, [int(b) for b in args.batches.split(",")], args.tokens)
+    result = {"benchmark": "llamacpp_decode", "label": args.label, "llama_cpp": llama_cpp.__version__,
+              "llama_system_info": system, "results": rows,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"llamacpp_decode_{args.label}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
