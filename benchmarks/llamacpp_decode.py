@@ -23,21 +23,18 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
             "How many clips did Natalia sell altogether in April and May? Explain step by step in detail. ") * 3
 
 
 def measure(model: str, repack: bool, batches: list[int], tokens: int) -> list[dict]:
-    from transformers import AutoTokenizer
+    from local_batch_invariance import llamacpp_engine  # noqa: PLC0415 -- benchmarks/ is on sys.path
 
-    from roro_sdk.local.llamacpp import LlamaCppEngine
-    from roro_sdk.local.registry import ensure_local_gguf, ensure_local_model
     from roro_sdk.local.rows import GenerationRequest
 
-    tok = AutoTokenizer.from_pretrained(str(ensure_local_model(model)))
-    engine = LlamaCppEngine(ensure_local_gguf(model), tok, name=model, max_batch_size=max(batches), repack=repack)
+    engine = llamacpp_engine(model, threads=None, max_batch_size=max(batches), repack=repack)
     out = []
     try:
         engine.generate([GenerationRequest(messages=[{"role": "user", "content": QUESTION}], max_tokens=4, temperature=0)])

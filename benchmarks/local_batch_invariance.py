@@ -42,13 +42,16 @@ def compare(ref, got) -> dict:
 
 
 def llamacpp_engine(model: str, **kw):
+    """The llama.cpp engine on registry model ``model`` (2 threads unless ``threads=`` says; the
+    other benchmarks on llama.cpp build theirs here too)."""
     from transformers import AutoTokenizer
 
     from roro_sdk.local.llamacpp import LlamaCppEngine
     from roro_sdk.local.registry import ensure_local_gguf, ensure_local_model
 
-    return LlamaCppEngine(ensure_local_gguf(model), AutoTokenizer.from_pretrained(str(ensure_local_model(model))),
-                          name=model, threads=2, **kw)
+    kw.setdefault("name", model)
+    kw.setdefault("threads", 2)
+    return LlamaCppEngine(ensure_local_gguf(model), AutoTokenizer.from_pretrained(str(ensure_local_model(model))), **kw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,13 +69,10 @@ def torch_engine(args):
 
 
 def llamacpp_engine(args):
-    from transformers import AutoTokenizer
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from local_batch_invariance import llamacpp_engine as build  # noqa: PLC0415
 
-    from roro_sdk.local.llamacpp import LlamaCppEngine
-    from roro_sdk.local.registry import ensure_local_gguf, ensure_local_model
-
-    tok = AutoTokenizer.from_pretrained(str(ensure_local_model(args.model)))
-    engine = LlamaCppEngine(ensure_local_gguf(args.model), tok, name="memory", prefix_cache_mb=args.cache_mb)
+    engine = build(args.model, name="memory", threads=None, prefix_cache_mb=args.cache_mb)
     return engine, _CellsView(engine), engine.kv_bytes_per_token
 
 
