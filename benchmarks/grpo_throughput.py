@@ -354,7 +354,7 @@ def fmt(v, spec="{:.1f}"):
 def table(results: dict) -> str:
     peak = results.get("peak_tflops")
     cuda = results["device"] != "cpu"
-    head = f"| variant | step ms | tokens/s | decisions/s | MFU (measured peak) | MFU (790) | peak mem GB | note |"
+    head = "| variant | step ms | tokens/s | decisions/s | MFU (measured peak) | MFU (790) | peak mem GB | note |"
     lines = [head, "|" + "---|" * 8]
     for r in results["variants"]:
         if not r.get("ok"):

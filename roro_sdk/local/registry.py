@@ -18,7 +18,6 @@ found with :func:`importlib.util.find_spec`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from roro_sdk._extras import require
 from roro_sdk.errors import MissingExtraError, ModelUnavailableError, UnknownModelError
+from roro_sdk._pins import sha256_of
 
 #: Written last into a converted model folder; its presence means "conversion complete".
 MARKER = "roro_model.json"
@@ -216,25 +216,6 @@ def list_local_models(cache_dir: str | os.PathLike | None = None) -> list[LocalM
     return out
 
 
-def _hash_concat(paths: list[Path], dest: Path | None) -> tuple[str, int]:
-    """sha256 and size of the concatenation of ``paths``; also writes it to ``dest`` if given."""
-    h = hashlib.sha256()
-    size = 0
-    out = open(dest, "wb") if dest is not None else None
-    try:
-        for p in paths:
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    h.update(chunk)
-                    size += len(chunk)
-                    if out is not None:
-                        out.write(chunk)
-    finally:
-        if out is not None:
-            out.close()
-    return h.hexdigest(), size
-
-
 def _ordered_payload(entry: LocalModelEntry) -> list[Path]:
     """The payload files of ``entry`` in assembly order; raises with the pip command if any is missing."""
     paths, missing = _payload_paths(entry)
@@ -263,7 +244,7 @@ def verify_local_model(name: str) -> str:
     size, without writing anything; return the digest. Raises :class:`ModelUnavailableError`
     (with the pip command that fixes it) when a package is missing or the bytes differ."""
     entry = get_local_entry(name)
-    digest, size = _hash_concat(_ordered_payload(entry), None)
+    digest, size = sha256_of(_ordered_payload(entry), None)
     _check_pin(entry, digest, size)
     return digest
 
@@ -275,7 +256,7 @@ def _assemble(entry: LocalModelEntry, work: Path) -> Path:
         gguf, dest = paths[0], None
     else:
         gguf = dest = work / entry.gguf_name
-    digest, size = _hash_concat(paths, dest)
+    digest, size = sha256_of(paths, dest)
     _check_pin(entry, digest, size)
     if gguf.name != entry.gguf_name:  # transformers wants gguf_file relative to the folder
         link = work / entry.gguf_name
@@ -404,7 +385,7 @@ def ensure_local_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> 
         marker.unlink(missing_ok=True)
         tmp = folder / (entry.gguf_name + ".tmp")
         tmp.unlink(missing_ok=True)
-        digest, size = _hash_concat(paths, tmp if len(paths) > 1 else None)
+        digest, size = sha256_of(paths, tmp if len(paths) > 1 else None)
         try:
             _check_pin(entry, digest, size)
         except ModelUnavailableError:

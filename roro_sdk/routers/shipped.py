@@ -4,11 +4,11 @@ router's base model name from here on a machine without the training extras."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from .._pins import pin, sha256_of
 
 # name -> what it is (the 'roro routers' listing). Each lives in roro_sdk/data/routers/<name>/.
 SHIPPED_ROUTERS = {
@@ -30,19 +30,11 @@ def shipped_router_base(name: str = "default") -> str:
     return str(meta["base"])
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(folder: str | Path) -> dict[str, dict[str, int | str]]:
     """Pin every file of ``folder`` (relative path -> sha256 and size) in ``manifest.json``."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    pins = {p.relative_to(folder).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files}
+    pins = {p.relative_to(folder).as_posix(): pin(p) for p in files}
     (folder / MANIFEST).write_text(json.dumps({"files": pins}, indent=2) + "\n")
     return pins
 
@@ -54,9 +46,9 @@ def verify_manifest(folder: str | Path) -> None:
     path = folder / MANIFEST
     if not path.is_file():
         raise ConfigError(f"{folder} has no {MANIFEST}; reinstall roro-sdk (pip install --force-reinstall roro-sdk)")
-    for rel, pin in json.loads(path.read_text())["files"].items():
+    for rel, pinned in json.loads(path.read_text())["files"].items():
         f = folder / rel
         if not f.is_file():
             raise ConfigError(f"{f} is missing from the shipped router; reinstall roro-sdk")
-        if file_sha256(f) != pin["sha256"]:
+        if sha256_of([f])[0] != pinned["sha256"]:
             raise ConfigError(f"{f} does not match its pinned sha256 in {path}; reinstall roro-sdk")

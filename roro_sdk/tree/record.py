@@ -337,15 +337,9 @@ def record_tree(pool: ModelPool, queries: Sequence[Query | str | dict], folder: 
 
 def file_pins(folder: str | Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of a compacted tree's data files (the manifest pins them)."""
-    import hashlib
+    from roro_sdk._pins import pin
 
-    out = {}
-    for name in ("calls.jsonl.gz", "queries.jsonl"):
-        p = Path(folder) / name
-        if p.is_file():
-            data = p.read_bytes()
-            out[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    return out
+    return {name: pin(Path(folder) / name) for name in ("calls.jsonl.gz", "queries.jsonl") if (Path(folder) / name).is_file()}
 
 
 def tree_bytes(folder: str | Path) -> int:
