@@ -19,7 +19,9 @@ subprocess (a clean peak RSS, engines loaded once):
   The llama.cpp arms run only when ``llama_cpp`` imports (it builds from source: scripts/setup.sh).
 
 Per arm and router: steps/s, output tokens/s, prompt tokens computed per step (prefill) against
-new tokens per step, accuracy; per arm: load time and peak RSS. Ratios against ``static`` and
+new tokens per step, accuracy, and where the time went (``compute_share``: the models' forward
+calls against the wall clock; ``by_model``: each model's prompt and decode seconds, rows per
+decode call and its rates); per arm: load time and peak RSS. Ratios against ``static`` and
 the anchor come from the same run. Writes ``benchmarks/results/local_stepwise.json``.
 
     python benchmarks/local_stepwise.py [--queries 16] [--arms static,continuous,generate,llamacpp,llamacpp-exact]
@@ -65,6 +67,16 @@ def engines_stats(names) -> dict:
     return {n: asdict(get_local_engine(n).stats) for n in names}
 
 
+def _model_split(before: dict, after: dict) -> dict:
+    """One model's share of a run: prompt and decode work, and its rate at each."""
+    d = {k: after[k] - before[k] for k in ("requests", "prefill_tokens", "prefill_s", "decode_steps", "decode_rows",
+                                           "decode_s")}
+    d["prefill_tokens_per_s"] = d["prefill_tokens"] / d["prefill_s"] if d["prefill_s"] else None
+    d["decode_rows_per_step"] = d["decode_rows"] / d["decode_steps"] if d["decode_steps"] else None
+    d["decode_tokens_per_s"] = d["decode_rows"] / d["decode_s"] if d["decode_s"] else None
+    return d
+
+
 def run_routers(args, arm: str) -> dict:
     """The eval harness over the default pool; per run, the engines' counters around it."""
     from roro_sdk import default_pool
@@ -95,6 +107,10 @@ def run_routers(args, arm: str) -> dict:
             "mean_decode_batch": d["decode_rows"] / max(d["decode_steps"], 1),
             "prefill_per_request": d["prefill_tokens"] / max(d["requests"], 1),
             "new_per_request": d["completion_tokens"] / max(d["requests"], 1),
+            # where the time went: the models' forward calls against the wall clock, per model
+            "prefill_s": d["prefill_s"], "decode_s": d["decode_s"],
+            "compute_share": (d["prefill_s"] + d["decode_s"]) / run.wall_s,
+            "by_model": {n: _model_split(before[n], after[n]) for n in names},
             "answers": [q.correct for q in run.queries],
         })
     total_wall = sum(r["wall_s"] for r in runs)
@@ -251,12 +267,12 @@ def print_table(result: dict) -> None:
     print(f"\n{result['queries']} x {result['dataset']} (seed {result['seed']}), concurrency {result['concurrency']}, "
           f"load average {m['loadavg_before'][0]:.1f} -> {m['loadavg_after'][0]:.1f}")
     print(f"{'arm':<14} {'router':<12} {'wall s':>7} {'steps':>5} {'steps/s':>7} {'out tok/s':>9} "
-          f"{'prefill/req':>11} {'new/req':>7} {'batch':>5} {'acc':>5}")
+          f"{'prefill/req':>11} {'new/req':>7} {'batch':>5} {'acc':>5} {'compute':>7}")
     for name, a in result["arms"].items():
         for r in a.get("runs", []):
             print(f"{name:<14} {r['router']:<12} {r['wall_s']:>7.1f} {r['steps']:>5} {r['steps_per_s']:>7.2f} "
                   f"{r['output_tokens_per_s']:>9.1f} {r['prefill_per_request']:>11.1f} {r['new_per_request']:>7.1f} "
-                  f"{r['mean_decode_batch']:>5.1f} {r['accuracy']:>5.2f}")
+                  f"{r['mean_decode_batch']:>5.1f} {r['accuracy']:>5.2f} {r.get('compute_share', 0):>7.0%}")
         for model, g in a.get("models", {}).items():
             print(f"{name:<14} {model[:12]:<12} {g['wall_s']:>7.1f} {'':>5} {'':>7} {g['output_tokens_per_s']:>9.1f}")
         print(f"{'':<14} peak RSS {a['peak_rss_mb']:.0f} MB" + (f", load {a['load_s']:.1f} s" if "load_s" in a else ""))

@@ -125,6 +125,7 @@ def test_prefix_reuse_computes_only_new_tokens_and_agrees_to_rounding(parts, ref
             assert_close(a, b)
         shared = e.stats.reused_tokens  # the system prompt, computed once and copied
         assert shared > 0
+        assert e.stats.prefill_s > 0 and e.stats.decode_s > 0  # the seconds benchmarks split the time by
         before = e.stats.prefill_tokens
         again = e.generate(reqs)  # every prompt is cached now: only its last token is computed
         assert e.stats.prefill_tokens - before == len(reqs)

@@ -74,8 +74,10 @@ def assert_same(fast, ref, atol=1e-4):
 
 
 def test_cached_prefix_equals_uncached_and_prefills_only_new_tokens(engine):
+    seconds = engine.stats.prefill_s, engine.stats.decode_s
     first = engine.generate([req(QUESTIONS[0])])[0]
     assert_same(first, reference(engine, req(QUESTIONS[0])))
+    assert engine.stats.prefill_s > seconds[0] and engine.stats.decode_s > seconds[1]
     before = engine.stats.prefill_tokens, engine.stats.reused_tokens
     # step 2 of the same trajectory: everything up to the new step is cached
     step2 = req(QUESTIONS[0], prefix=first.text + "\n\n")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +211,18 @@ class LocalEngine(RowText):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 cache: Any, *, last_only: bool = False) -> torch.Tensor:
-        """Logits of the last position ``[B, V]`` (fp32); ``cache`` is extended in place."""
+        """Logits of the last position ``[B, V]`` (fp32); ``cache`` is extended in place.
+        ``last_only``: a prompt (only its last position's logits are computed), else a decode step."""
         kw = {"logits_to_keep": 1} if last_only else {}
+        t0 = time.perf_counter()
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=True, **{self._cache_kw: cache}, **kw)
-        return out.logits[:, -1, :].float()
+        logits = out.logits[:, -1, :].float()
+        if last_only:
+            self.stats.prefill_s += time.perf_counter() - t0
+        else:
+            self.stats.decode_s += time.perf_counter() - t0
+        return logits
 
     def new_cache(self) -> Any:
         from transformers import DynamicCache

@@ -407,7 +407,7 @@ class LlamaCppEngine(RowText):
                 self._put(n, s.row.generated[-1], len(s.tokens), s.seq_id, True)
                 s.tokens.append(s.row.generated[-1])
             self._batch.n_tokens = len(part)
-            self._decode()
+            self._decode(prefill=False)
             self.stats.decode_steps += at == 0
             self.stats.decode_rows += len(part)
             self._sample([(s, n) for n, s in enumerate(part)], len(active))
@@ -425,7 +425,7 @@ class LlamaCppEngine(RowText):
             for k, tok in enumerate(take):
                 self._put(k, tok, len(s.tokens) + k, s.seq_id, done and k == len(take) - 1)
             self._batch.n_tokens = len(take)
-            self._decode()
+            self._decode(prefill=True)
             s.tokens.extend(take)
             s.pending = s.pending[len(take):]
             self.stats.prefill_tokens += len(take)
@@ -457,8 +457,13 @@ class LlamaCppEngine(RowText):
         b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
         b.seq_id[i][0] = seq
 
-    def _decode(self) -> None:
+    def _decode(self, *, prefill: bool) -> None:
+        t0 = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
+        if prefill:
+            self.stats.prefill_s += time.perf_counter() - t0
+        else:
+            self.stats.decode_s += time.perf_counter() - t0
         if rc == 1:  # cannot happen while every row fits its stream (max_context); say so if it does
             raise RuntimeError(f"{self.name!r}: llama.cpp found no KV room ({self.seq_cells} cells per sequence); "
                                "raise prefix_cache_mb (RORO_LOCAL_PREFIX_CACHE_MB)")

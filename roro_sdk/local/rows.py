@@ -46,7 +46,9 @@ class EngineStats:
     """Counters since the engine was built (the benchmark and the tests read them).
 
     ``prefill_tokens`` are prompt tokens the model computed; ``reused_tokens`` are prompt tokens
-    whose KV came from the prefix cache; ``decode_rows`` sums the batch size over decode steps.
+    whose KV came from the prefix cache; ``decode_rows`` sums the batch size over decode steps;
+    ``prefill_s`` and ``decode_s`` are the seconds the model spent computing prompts and decoding
+    (the forward calls alone: what a benchmark divides by to see the hardware's rate).
     """
 
     requests: int = 0
@@ -56,6 +58,8 @@ class EngineStats:
     completion_tokens: int = 0
     decode_steps: int = 0
     decode_rows: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
 
 
 @dataclass(eq=False)
