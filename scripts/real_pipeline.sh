@@ -23,6 +23,8 @@ VARIANTS=${VARIANTS:-"outcome roro process"}
 UPDATES=${UPDATES:-30}
 TRAIN_QUERIES=${TRAIN_QUERIES:-1000}   # the first N problems of the training tree (default: all)
 OUT=${OUT:-runs/real}
+LABELER=${LABELER:-tree:$TRAIN}        # the Judge's calibration labels: the training tree's exact criterion labels (none: off)
+ENTROPY=${ENTROPY:-0.05}               # GRPO's entropy bonus (0: off; without it runs collapsed onto one model)
 REPORT=${REPORT:-docs/reports/real}
 mkdir -p "$OUT"
 t() { date +%s; }
@@ -40,7 +42,7 @@ if [[ " $VARIANTS " == *" roro "* ]]; then
   rm -rf "$OUT/judge"
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-judge --trajectories "$OUT/leaves.jsonl" --pairs "$OUT/pairs.jsonl" \
       --judge smollm2-135m-instruct --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml \
-      --out "$OUT/judge" | { grep -E "^round|^[a-z]+ +[0-9]" || true; }
+      --labeler "$LABELER" --out "$OUT/judge" | { grep -E "^round|^[a-z]+ +[0-9]" || true; }
   echo "stage 3a (Judge and Rubricor): $(( $(t) - s )) s"
 fi
 
@@ -52,10 +54,11 @@ for variant in $VARIANTS; do
     s=$(t)
     judge=()
     [ $variant = process ] && judge=(--set "judge=tree:$TRAIN")
-    [ $variant = roro ] && judge=(--set "judge=$OUT/judge")
+    # the Judge's scores of the tree's routings are kept once for every seed (judge_cache)
+    [ $variant = roro ] && judge=(--set "judge=$OUT/judge" --set "judge_cache=$OUT/judge-scores.jsonl")
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-router --config examples/configs/real/grpo_$variant.yaml --set "dataset=tree:$TRAIN" \
         --set "pool=tree:$TRAIN" ${judge[@]+"${judge[@]}"} \
-        --set seed=$seed --set updates=$UPDATES --set train_queries=$TRAIN_QUERIES --out "$OUT/$variant-s$seed" --overwrite | grep -E "^update +[0-9]*[05] |saved"
+        --set seed=$seed --set updates=$UPDATES --set entropy_coef=$ENTROPY --set train_queries=$TRAIN_QUERIES --out "$OUT/$variant-s$seed" --overwrite | grep -E "^update +[0-9]*[05] |saved"
     echo "stage 3b ($variant, seed $seed): $(( $(t) - s )) s"
   done
 done

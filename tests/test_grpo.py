@@ -226,3 +226,35 @@ def test_advantages_beside_the_loop():
     assert step_advantages(a, [None] * 4, 1.0) == a
     per_step = step_advantages([1.0, -1.0], [[1.0, 0.0], None], 0.5)
     assert per_step[0] == pytest.approx([1.5, 0.5]) and per_step[1] == -1.0
+
+
+def test_a_judge_cache_spares_a_rerun_every_judgement_and_refuses_another_judge(tmp_path):
+    """Scores kept in ``judge_cache`` serve a rerun (another seed, a resumed or repeated run) with
+    the same Judge: nothing is judged twice and the rewards are the same; a cache written for
+    another Judge is refused, and a record torn by a kill is judged again."""
+    from roro_sdk.judge import FunctionJudge
+    from roro_sdk.train.judged_scores import JudgedScores
+
+    calls = []
+
+    def score(query, rubric, traj):
+        calls.append(traj.query.id)
+        return 0.25 + 0.5 * bool(traj.correct)
+
+    cache = tmp_path / "judged.jsonl"
+    first = train_router(small_cfg(tmp_path / "a", eval_queries=0, judge_cache=str(cache)), judge=FunctionJudge(score_fn=score))
+    n = len(calls)
+    lines = cache.read_text().splitlines()
+    assert n > 0 and len(lines) == 1 + n  # a header, then one record per judged rollout
+    again = train_router(small_cfg(tmp_path / "b", eval_queries=0, judge_cache=str(cache)), judge=FunctionJudge(score_fn=score))
+    assert len(calls) == n and cache.read_text().splitlines() == lines
+    assert [h["reward"] for h in again.history] == [h["reward"] for h in first.history]
+    assert [h["process"] for h in again.history] == [h["process"] for h in first.history]
+
+    cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # killed mid-record
+    assert len(JudgedScores(cache, json.loads(lines[0])["judge"])) == n - 1
+    train_router(small_cfg(tmp_path / "c", eval_queries=0, judge_cache=str(cache)), judge=FunctionJudge(score_fn=score))
+    assert len(calls) == n + 1  # only the torn one
+    assert len(JudgedScores(cache, json.loads(lines[0])["judge"])) == n  # the torn line stays, skipped
+    with pytest.raises(TrainingConfigError, match="another Judge"):
+        train_router(small_cfg(tmp_path / "d", eval_queries=0, judge_cache=str(cache)))  # the sim-rule judge

@@ -28,7 +28,7 @@ import shutil
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,6 +50,7 @@ from ..structured import spent_of, usage_delta
 from ..types import Query, Trajectory, Usage
 from .grpo_config import GRPOConfig, config_judge, pool_and_queries, tree_limits
 from .grpo_rollouts import RayRollouts, trainable_parameters
+from .judged_scores import JudgedScores, judge_fingerprint
 from .outdir import fsync_dir, fsync_tree, prepare_run_folder, rewrite_jsonl
 from .sim_bench import sim_escalation_shares, sim_rule_judge  # noqa: F401  (sim_rule_judge: its old path)
 
@@ -322,7 +323,7 @@ def _judged_key(query_id: str, traj: Trajectory) -> tuple:
 
 
 def _process_scores(judge, rubricor, rubrics: dict, trajs: Sequence[Trajectory], queries: Sequence[Query],
-                    judged: dict | None = None) -> tuple[list[ProcessScore | None], list[RoroError]]:
+                    judged: MutableMapping | None = None) -> tuple[list[ProcessScore | None], list[RoroError]]:
     """Per rollout ``(score, step scores)``, or None where the Rubricor or the Judge failed on it
     (after their own bounded re-asks); and those errors. One bad reply costs one rollout, not the run.
     ``queries[i]`` is the query rollout ``i`` answers: its rubric is asked for once and cached in
@@ -467,7 +468,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "checkpoint", 
              "router", "eval.json")
 # Fields a resumed run may change: how long and how it runs, not what it learns.
 RESUMABLE_CHANGES = frozenset({"updates", "out_dir", "resume", "overwrite", "concurrency", "checkpoint_every", "device",
-                               "ray"})
+                               "ray", "judge_cache"})
 
 
 # ------------------------------------------------------------------------------------ eval
@@ -515,6 +516,8 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
             train_qs, eval_qs = queries
     else:
         train_qs, eval_qs = queries
+    # a Judge given in Python is named by its class in the judge cache; one from the config by its files
+    fingerprint = f"object:{type(judge).__module__}.{type(judge).__qualname__}" if judge is not None else None
     judge = judge if judge is not None else config_judge(cfg)
     if cfg.rewards.lambda_p > 0 and judge is None:
         raise TrainingConfigError("rewards.lambda_p > 0 needs a judge")
@@ -534,7 +537,9 @@ def train_router(cfg: GRPOConfig, *, pool: ModelPool | None = None, queries: tup
     # checkpoint are dropped, since the resumed run writes those updates again
     rewrite_jsonl(out / "metrics.jsonl", history)
     rubrics: dict[str, Any] = {}
-    judged: dict[tuple, ProcessScore] = {}
+    judged: MutableMapping[tuple, ProcessScore] = {}
+    if cfg.judge_cache and judge is not None:
+        judged = JudgedScores(cfg.judge_cache, fingerprint or judge_fingerprint(cfg.judge))
     G = cfg.group_size
     # rollouts on Ray workers: each builds this same router once (build_policy is seeded) and gets
     # the trainable weights at every update; the policy itself stays here

@@ -72,6 +72,9 @@ class GRPOConfig(BaseModel):
     judge: str = Field("sim-rule", description="'none', 'sim-rule' (sim bench ground truth), 'tree:PATH' (exact step "
                                                "labels of a recorded training tree), or a LocalJudge folder / "
                                                "'roro train-judge' run")
+    judge_cache: str | None = Field(None, description="a JSONL file that keeps the Judge's scores of rollouts: another "
+                                    "seed or a rerun with the same Judge reads them instead of judging again (a file "
+                                    "written for another Judge is refused)")
     step_process_weight: float = Field(0.0, ge=0.0, description="> 0 adds step-level process advantages from per-step Judge scores")
 
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
