@@ -16,7 +16,6 @@ Writes ``benchmarks/results/activation_memory_<shape>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _result import write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 from grpo_throughput import LORA_TARGETS, SHAPES, policy_module  # noqa: E402
 
@@ -138,9 +138,7 @@ def main() -> None:
     result = {"benchmark": "activation_memory", "shape": args.shape, "seq_len": args.seq_len,
               "group_size": args.group_size, "layers": layers, "dtype": "bfloat16", "torch": torch.__version__,
               "rows": rows}
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"activation_memory_{args.shape}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out or ROOT / "benchmarks" / "results" / f"activation_memory_{args.shape}.json", result)
     print(f"\n| variant | saved MB / layer | GB for {layers} layers |\n|---|---|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['saved_gb_per_layer'] * 1024:.1f} | {r['all_layers_gb']:.2f} |")

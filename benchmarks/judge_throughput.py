@@ -22,7 +22,6 @@ Writes ``benchmarks/results/judge_throughput.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -34,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _result import write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 import torch  # noqa: E402
 
@@ -135,8 +135,7 @@ def main() -> None:
               "criteria": len(rubric), "mean_trajectory_tokens": n_tokens, "threads": args.threads,
               "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     print(f"local Judge, {result['model']}, {len(rubric)} criteria, ~{n_tokens:.0f} tokens per trajectory prompt, "
           f"{args.threads} thread(s)")
     print(f"{'variant':<14}{'traj/s':>10}{'vs one-by-one':>15}{'best s':>9}")

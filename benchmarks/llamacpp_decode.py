@@ -13,9 +13,7 @@ each one's ``llama_cpp`` first on ``PYTHONPATH`` (``--label`` names the run):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from _result import machine, write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
             "How many clips did Natalia sell altogether in April and May? Explain step by step in detail. ") * 3
@@ -70,11 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += measure(model, repack, [int(b) for b in args.batches.split(",")], args.tokens)
     result = {"benchmark": "llamacpp_decode", "label": args.label, "llama_cpp": llama_cpp.__version__,
               "llama_system_info": system, "results": rows,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"llamacpp_decode_{args.label}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+              "machine": machine(load_before)}
+    out = write_result(args.out or ROOT / "benchmarks" / "results" / f"llamacpp_decode_{args.label}.json", result)
     print(f"load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}; wrote {out}")
     return 0
 

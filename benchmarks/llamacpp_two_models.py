@@ -13,9 +13,7 @@ submitted together, ``--tokens`` greedy tokens each; the time until both are don
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -25,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from _result import machine, write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 SMALL, LARGE = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
 
@@ -91,11 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     rows = measure("turns", batches, args.tokens, args.repeats) + measure("parallel", batches, args.tokens, args.repeats)
     result = {"benchmark": "llamacpp_two_models", "models": [SMALL, LARGE], "results": rows,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+              "machine": machine(load_before)}
+    out = write_result(args.out, result)
     print(f"\n{'batch':>5} {'turns s':>8} {'parallel s':>10} {'parallel / turns':>16}")
     for b in batches:
         t = next(r["both_s"] for r in rows if r["mode"] == "turns" and r["batch"] == b)

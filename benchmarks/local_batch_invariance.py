@@ -16,9 +16,7 @@ a torch dtype (``float32``, ``bfloat16``: reference = the static path, batch of 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _result import machine, write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 
 def compare(ref, got) -> dict:
@@ -108,11 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         del engine
     result = {"benchmark": "local_batch_invariance", "model": args.model, "prompts": args.prompts, "batch": args.batch,
               "tokens": args.tokens, "results": out,
-              "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+              "machine": machine(load_before, torch=torch.__version__)}
+    path = write_result(args.out, result)
     print(f"wrote {path}")
     return 0
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+from _result import machine, write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -121,14 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_s": load_s,
         "rounds": rounds,
         "speedup_median": sorted(r["speedup"] for r in rounds)[len(rounds) // 2],
-        "machine": {
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        },
+        "machine": machine(load_before, torch_threads=torch.get_num_threads(), torch=torch.__version__),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out, result)
 
     print(f"model {args.model} ({result['dtype']}), {args.queries} queries x {args.max_tokens} tokens, "
           f"load {load_s:.1f} s, load average {load_before[0]:.1f} -> {result['machine']['loadavg_after'][0]:.1f}")

@@ -18,9 +18,7 @@ that RSS stays flat while the run computes many times the tokens those cells hol
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _result import machine, write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 
 def rss_mb() -> float:
@@ -135,13 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         "rss_growth_mb": points[-1]["rss_mb"] - points[0]["rss_mb"], "max_cache_mb": max(p["cache_mb"] for p in points),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "wall_s": wall,
         "stats": vars(engine.stats),
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": machine(load_before, torch=torch.__version__),
     }
     engine.close()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out, result)
     print(f"cache bound {args.cache_mb} MB; max cache {result['max_cache_mb']:.1f} MB; an unbounded cache would hold "
           f"{result['unbounded_cache_would_be_mb']:.0f} MB; RSS growth {points[0]['queries']}->{args.queries} queries: "
           f"{result['rss_growth_mb']:+.0f} MB; {wall:.0f} s")

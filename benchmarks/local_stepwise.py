@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -45,6 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _result import machine, write_result  # noqa: E402 -- benchmarks/ is on sys.path when run as a script
 
 ROUTERS = "all-small,all-large,random:0.5"
 
@@ -251,12 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "local_stepwise", "dataset": args.dataset, "seed": args.seed, "queries": args.queries,
         "routers": args.routers, "concurrency": args.concurrency, "arms": arms, "ratios": ratios(arms),
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-                    "python": platform.python_version(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": machine(load_before, threads=args.threads, torch=torch.__version__),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out, result)
     print_table(result)
     print(f"wrote {out}")
     return 0

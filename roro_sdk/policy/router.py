@@ -258,37 +258,41 @@ class PolicyRouter(Router):
         return Decision(m, {n: float(n == m) for n in self.models}, f"committed to {m} after {self.free_steps} free steps",
                         forced=True)
 
-    def decide(self, state: RoutingState) -> Decision:
+    def _settled(self, state: RoutingState) -> tuple[Decision | None, Any, tuple[int, ...]]:
+        """The decision when it needs no forward (committed, or this state was scored before), else
+        None; with the state's encoding and its key in the score cache."""
         if (d := self._committed(state)) is not None:
-            return d
+            return d, None, ()
         enc = self.encode(state.query, state.steps, budget=state.cost_budget)
         key = tuple(enc.ids)
         if self._scores is not None and key in self._scores:
-            return self._choose(self._scores[key], state)
-        logits = self._score_one(enc.ids, state.memo)
+            return self._choose(self._scores[key], state), enc, key
+        return None, enc, key
+
+    def _scored(self, key: tuple[int, ...], logits: Any, state: RoutingState) -> Decision:
         if self._scores is not None:
             self._scores[key] = logits
         return self._choose(logits, state)
 
+    def decide(self, state: RoutingState) -> Decision:
+        d, enc, key = self._settled(state)
+        if d is not None:
+            return d
+        return self._scored(key, self._score_one(enc.ids, state.memo), state)
+
     async def adecide(self, state: RoutingState) -> Decision:
         """Concurrent decisions (``run_many``) are gathered for ``batch_window_s`` and scored in one
         forward; a lone decision uses its query's KV cache instead."""
-        if (d := self._committed(state)) is not None:
+        d, enc, key = self._settled(state)
+        if d is not None:
             return d
-        enc = self.encode(state.query, state.steps, budget=state.cost_budget)
-        key = tuple(enc.ids)
-        if self._scores is not None and key in self._scores:
-            return self._choose(self._scores[key], state)
         loop = asyncio.get_running_loop()
         if self._queue is None or self._queue_loop is not loop:
             self._queue, self._queue_loop = asyncio.Queue(), loop
             loop.create_task(self._batch_worker(self._queue))
         fut: asyncio.Future = loop.create_future()
         await self._queue.put((enc.ids, state.memo, fut))
-        logits = await fut
-        if self._scores is not None:
-            self._scores[key] = logits
-        return self._choose(logits, state)
+        return self._scored(key, await fut, state)
 
     async def _batch_worker(self, queue: asyncio.Queue) -> None:
         while True:
@@ -347,6 +351,7 @@ class PolicyRouter(Router):
         """A router saved by :meth:`save` (or trained by ``roro train-router``); safetensors only."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from .._quiet import quiet_progress_bars
         from ..hf import load_adapter, load_causal_lm, require_safetensors
 
         folder = Path(folder)
@@ -362,7 +367,8 @@ class PolicyRouter(Router):
         if meta["base"] == "base":
             require_safetensors(folder / "base", "router's base model")
             try:
-                model = AutoModelForCausalLM.from_pretrained(folder / "base", use_safetensors=True, local_files_only=True)
+                with quiet_progress_bars():
+                    model = AutoModelForCausalLM.from_pretrained(folder / "base", use_safetensors=True, local_files_only=True)
             except OSError as e:
                 raise ConfigError(f"{folder / 'base'}: cannot load the router's base model ({e}); save the router "
                                   "again with PolicyRouter.save") from None
