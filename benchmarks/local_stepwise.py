@@ -12,6 +12,8 @@ subprocess (a clean peak RSS, engines loaded once):
 - ``llamacpp``: the llama.cpp engine (:mod:`roro_sdk.local.llamacpp`) on the same models' Q4_K_M
   GGUF files: continuous batching over llama.cpp sequences with prefix reuse (the default backend
   where ``llama_cpp`` imports);
+- ``llamacpp-spread``: the llama.cpp engine without stream compaction (each row decodes in the
+  stream its cache sits in, wherever that is; what the engine did before);
 - ``llamacpp-exact``: the same engine in exact mode (``prefix_cache_mb=0``: no reuse, decode
   calls of at most 7 rows; every result a pure function of its request);
 - ``llamacpp-single``: llama-cpp-python's high-level ``Llama``, one sequence at a time with its
@@ -177,7 +179,12 @@ def run_arm(args) -> dict:
         settings = {"static": dict(backend="torch", batching="static"),
                     "continuous": dict(backend="torch", batching="continuous"),
                     "llamacpp": dict(backend="llamacpp"),
-                    "llamacpp-exact": dict(backend="llamacpp", prefix_cache_mb=0)}
+                    "llamacpp-exact": dict(backend="llamacpp", prefix_cache_mb=0),
+                    "llamacpp-spread": dict(backend="llamacpp")}
+        if args.arm == "llamacpp-spread":  # the placement before stream compaction: each row stays in its cache's stream
+            from roro_sdk.local.llamacpp import LlamaCppEngine
+
+            LlamaCppEngine._compact = lambda self, dst, src, extends: (dst, src)
         configure_local(**settings[args.arm])
         register_local_provider()
         result = run_routers(args, args.arm)

@@ -158,6 +158,43 @@ def test_two_models_alternating_steps_catch_up_on_each_others_text(parts, refere
         b.close()
 
 
+def test_a_cache_moved_next_to_the_busy_streams_continues_as_if_it_had_stayed(parts, monkeypatch):
+    """llama.cpp computes a call's attention over every stream between its rows' lowest and highest
+    sequence ids, so a row joining from a far stream is moved next to the busy ones: its cache and
+    the displaced one are swapped, not lost. The results are those of the same run without moves,
+    to the bit, and each trajectory still prefills only its new text."""
+    from roro_sdk.local.llamacpp import LlamaCppEngine
+
+    qs = [f"{QUESTIONS[k % 4]} (case {k})" for k in range(6)]
+
+    def run(e):
+        firsts = [e.generate([req(messages(q), 12)])[0] for q in qs]  # alone: trajectory k in stream k
+        heads = [e.encode(messages(q))[0][:-4] for q in qs]
+        conts = [req(messages(q, f.text), 12) for q, f in zip(qs, firsts)]
+        pair = e.generate([conts[0], conts[5]])  # trajectory 5 joins trajectory 0 from stream 5
+        where = {k: [s.seq_id for s in e._seqs if s.tokens[:len(heads[k])] == heads[k]] for k in (1, 5)}
+        before = e.stats.prefill_tokens
+        third = e.generate([conts[1]])[0]  # trajectory 1, whose stream the move took
+        return [*firsts, *pair, third], where, e.stats.prefill_tokens - before
+
+    e = engine(parts, max_batch_size=4)  # 6 sequences
+    try:
+        moved, where, prefilled = run(e)
+    finally:
+        e.close()
+    assert where == {1: [5], 5: [1]}  # swapped: trajectory 5 now decodes in stream 1 beside stream 0
+
+    monkeypatch.setattr(LlamaCppEngine, "_compact", lambda self, dst, src, extends: (dst, src))
+    e = engine(parts, max_batch_size=4)
+    try:
+        stayed, where_stayed, prefilled_stayed = run(e)
+    finally:
+        e.close()
+    assert where_stayed == {1: [1], 5: [5]}
+    for a, b in zip(moved, stayed):
+        assert_same(a, b)
+    assert prefilled == prefilled_stayed <= len(e.encode(messages(qs[1], stayed[1].text))[0]) // 2
+
 def test_memory_stays_within_its_cells(parts):
     from roro_sdk.local.llamacpp import L
 

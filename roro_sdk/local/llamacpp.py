@@ -181,17 +181,19 @@ class LlamaCppEngine(RowText):
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self.kv_bytes_per_token = self._kv_bytes_per_token()
-        self.n_seqs = min(n_seqs, int(L.llama_max_parallel_sequences()))
+        # one stream more than the rows' sequences: the scratch stream a swap of two streams goes through
+        self.n_seqs = min(n_seqs, int(L.llama_max_parallel_sequences()) - 1)
+        self._scratch = self.n_seqs
         n_train = int(L.llama_model_n_ctx_train(self._model)) or 1 << 15
-        budget = int(self.prefix_cache_mb * 2**20 // self.kv_bytes_per_token // self.n_seqs)
+        budget = int(self.prefix_cache_mb * 2**20 // self.kv_bytes_per_token // (self.n_seqs + 1))
         # llama.cpp pads contexts to 256 tokens; every sequence can hold a long trajectory
         self.seq_cells = max(min(_MIN_SEQ_CELLS, n_train), min(n_train, budget)) // 256 * 256
-        self.n_cells = self.seq_cells * self.n_seqs
+        self.n_cells = self.seq_cells * (self.n_seqs + 1)
         self.max_context = self.seq_cells
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_cells
         cparams.n_batch = cparams.n_ubatch = _N_BATCH
-        cparams.n_seq_max = self.n_seqs
+        cparams.n_seq_max = self.n_seqs + 1
         cparams.n_threads = cparams.n_threads_batch = int(threads or default_threads())
         cparams.kv_unified = False  # a stream per sequence: its cells sit the same way however it was filled
         cparams.flash_attn_type = 0  # off: llama.cpp's CPU flash attention rounds differently per batch
@@ -361,8 +363,8 @@ class LlamaCppEngine(RowText):
     def _place(self, row: RowState) -> None:
         prompt = row.prompt
         idle = [s for s in self._seqs if s.row is None]
-        if not self.reuses_kv:
-            dst, src, shared = min(idle, key=lambda s: s.last_used), None, 0
+        if not self.reuses_kv:  # nothing is kept between requests: the stream nearest the decoding rows
+            dst, src = min(idle, key=lambda s: (self._span_with(s), s.seq_id)), None
         else:
             common = {s.seq_id: _common_prefix(s.tokens, prompt) for s in self._seqs}
             own = max(idle, key=lambda s: common[s.seq_id])
@@ -373,7 +375,8 @@ class LlamaCppEngine(RowText):
             src = max(self._seqs, key=lambda s: common[s.seq_id])
             if common[src.seq_id] < common[dst.seq_id] + _COPY_MIN:
                 src = dst  # copying a stream costs more than computing a few tokens
-            shared = common[src.seq_id]
+            dst, src = self._compact(dst, src, extends=dst is own and src is dst)
+        shared = _common_prefix(src.tokens, prompt) if src is not None else 0
         keep = min(shared, len(prompt) - 1)  # at least one prompt token is computed: its logits start the row
         if dst is not src:
             L.llama_memory_seq_rm(self._mem, dst.seq_id, -1, -1)
@@ -390,6 +393,44 @@ class LlamaCppEngine(RowText):
         dst.row, dst.pending = row, list(prompt[keep:])
         row.kv_len = keep
         self.stats.reused_tokens += keep
+
+    def _span_with(self, s: _Seq) -> int:
+        """How many streams apart the busy sequences lie if ``s`` joins them. With a stream per
+        sequence, llama.cpp computes a call's attention over every stream from its lowest to its
+        highest sequence id, busy or not: three rows in streams 0, 5 and 11 cost twice what they
+        cost in 0, 1 and 2 (measured, docs/benchmarks/local.md)."""
+        ids = [b.seq_id for b in self._seqs if b.row is not None] + [s.seq_id]
+        return max(ids) - min(ids)
+
+    def _compact(self, dst: _Seq, src: _Seq, *, extends: bool) -> tuple[_Seq, _Seq]:
+        """The sequence a row takes and the one its prefix comes from, moved next to the busy
+        sequences when ``dst`` lies farther out than an idle one (a stream copy is a memcpy, ~20-40
+        ms here, against ~8 ms a decoding call for every stream of span). No cache is lost:
+        ``extends`` (``dst`` holds the row's own trajectory) swaps the two streams; otherwise
+        ``dst`` was to be given up anyway and the nearer stream's cache moves into it."""
+        best = min((s for s in self._seqs if s.row is None), key=lambda s: (self._span_with(s), s.seq_id))
+        if self._span_with(best) >= self._span_with(dst):
+            return dst, src
+        if extends:
+            self._swap(dst, best)
+            return best, best
+        if not best.tokens:  # nothing to keep there
+            return best, src
+        self._copy(best, dst)
+        return best, (best if src is dst or src is best else src)
+
+    def _copy(self, a: _Seq, b: _Seq) -> None:
+        """Stream ``a`` into stream ``b`` (llama.cpp queues stream copies and applies them in order
+        before its next computation)."""
+        L.llama_memory_seq_cp(self._mem, a.seq_id, b.seq_id, -1, -1)
+        b.tokens, b.last_used = list(a.tokens), a.last_used
+
+    def _swap(self, a: _Seq, b: _Seq) -> None:
+        scratch = _Seq(self._scratch)
+        self._copy(a, scratch)
+        self._copy(b, a)
+        self._copy(scratch, b)
+        L.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
 
     def _step(self) -> None:
         """One token for every decoding row (one llama_decode call), then prompt chunks of
