@@ -14,6 +14,9 @@ a time, so this module drives the low-level API itself, the way llama.cpp's own 
   written) prefills only the new text. A new request takes the idle sequence whose tokens share
   the longest prefix with its prompt; when a longer prefix sits in a busy sequence, that stream is
   copied into an idle one and trimmed (a memory copy, far cheaper than computing the prefix).
+  llama.cpp computes a call's attention over every stream from its rows' lowest to highest
+  sequence id, so a row is moved next to the busy sequences first (``_compact``: two streams
+  swapped through one scratch stream kept for it; no cache is lost).
 * **Continuous batching.** Each step decodes one token for every decoding row in one
   ``llama_decode`` call, then computes prompt chunks of newly admitted rows; rows leave as soon
   as they stop.
