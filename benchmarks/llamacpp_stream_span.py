@@ -1,9 +1,10 @@
 """What a llama.cpp decoding call costs against where its rows' sequences sit, and what moving a
 sequence costs. The engine gives each sequence a KV stream of its own (``kv_unified=False``);
-llama.cpp then computes a call's attention over every stream from the lowest to the highest
-sequence id among its rows, busy or not, so rows in streams 0, 5 and 11 pay for twelve streams.
-This is why :mod:`roro_sdk.local.llamacpp` moves a joining row's cache next to the busy streams
-(``_compact``): the benchmark shows the cost it avoids and the copy it pays instead.
+llama.cpp then splits a call into one forward pass per run of consecutive sequence ids among its
+rows (``split_equal`` groups only consecutive ids), so rows in streams 0, 5 and 11 cost three
+passes where rows in 0, 1 and 2 cost one. This is why :mod:`roro_sdk.local.llamacpp` moves a
+joining row's cache next to the busy streams (``_compact``): the benchmark shows the cost it
+avoids and the copy it pays instead.
 
 Per model (the registry's Q4_K_M GGUF files): a context of 12 streams of 4096 cells, each holding
 a ``--prompt``-token trajectory; then ms per decoding call for rows in contiguous streams against

@@ -159,41 +159,69 @@ def test_two_models_alternating_steps_catch_up_on_each_others_text(parts, refere
 
 
 def test_a_cache_moved_next_to_the_busy_streams_continues_as_if_it_had_stayed(parts, monkeypatch):
-    """llama.cpp computes a call's attention over every stream between its rows' lowest and highest
-    sequence ids, so a row joining from a far stream is moved next to the busy ones: its cache and
-    the displaced one are swapped, not lost. The results are those of the same run without moves,
-    to the bit, and each trajectory still prefills only its new text."""
-    from roro_sdk.local.llamacpp import LlamaCppEngine
+    """llama.cpp computes a decoding call in one forward pass per run of consecutive sequence ids,
+    so a row joining from a far stream is moved next to the busy ones: the stream holding its
+    prefix is swapped with a nearer one (or a nearer cache moves into a stream given up), no cache
+    lost. The results are those of the same run without moves (here, 2 rows a pass: to the bit),
+    each trajectory still prefills only its new text, and every stream holds what the engine's
+    book says."""
+    from roro_sdk.local.llamacpp import L, LlamaCppEngine
 
-    qs = [f"{QUESTIONS[k % 4]} (case {k})" for k in range(6)]
+    qs = [f"{QUESTIONS[k % 4]} (case {k})" for k in range(6)] + ["Name three colours of the rainbow."]
+
+    def consistent(e):
+        for s in e._seqs:
+            assert L.llama_memory_seq_pos_max(e._mem, s.seq_id) + 1 == len(s.tokens), s.seq_id
+        assert L.llama_memory_seq_pos_max(e._mem, e._scratch) == -1  # the scratch stream keeps nothing
 
     def run(e):
-        firsts = [e.generate([req(messages(q), 12)])[0] for q in qs]  # alone: trajectory k in stream k
+        firsts = [e.generate([req(messages(q), 12)])[0] for q in qs[:6]]  # alone: trajectory k in stream k
         heads = [e.encode(messages(q))[0][:-4] for q in qs]
+        holders = lambda k: [s.seq_id for s in e._seqs if s.tokens[:len(heads[k])] == heads[k]]  # noqa: E731
         conts = [req(messages(q, f.text), 12) for q, f in zip(qs, firsts)]
-        pair = e.generate([conts[0], conts[5]])  # trajectory 5 joins trajectory 0 from stream 5
-        where = {k: [s.seq_id for s in e._seqs if s.tokens[:len(heads[k])] == heads[k]] for k in (1, 5)}
+        pair = e.generate([conts[0], conts[5]])  # trajectory 5 joins trajectory 0 from stream 5 (extends)
+        consistent(e)
+        where = {k: holders(k) for k in (1, 5)}
         before = e.stats.prefill_tokens
         third = e.generate([conts[1]])[0]  # trajectory 1, whose stream the move took
-        return [*firsts, *pair, third], where, e.stats.prefill_tokens - before
+        prefilled = e.stats.prefill_tokens - before
+        # a new problem beside trajectory 1's next step (stream 5): the least recently used
+        # stream (2, trajectory 2's) is given up for it, after swapping it next to stream 5
+        more = e.generate([req(messages(qs[1], firsts[1].text + third.text), 12), req(messages(qs[6]), 12)])
+        consistent(e)
+        kept = {k for k in range(6) if holders(k)}
+        return [*firsts, *pair, third, *more], where, prefilled, kept
 
+    moves = []
+    compact = LlamaCppEngine._compact
+
+    def spied(self, dst, src, extends):
+        out = compact(self, dst, src, extends=extends)
+        if out[0] is not dst:
+            moves.append(("extends" if extends else "src is dst" if src is dst else "copies src", dst.seq_id, out[0].seq_id))
+        return out
+
+    monkeypatch.setattr(LlamaCppEngine, "_compact", spied)
     e = engine(parts, max_batch_size=4)  # 6 sequences
     try:
-        moved, where, prefilled = run(e)
+        moved, where, prefilled, kept = run(e)
     finally:
         e.close()
     assert where == {1: [5], 5: [1]}  # swapped: trajectory 5 now decodes in stream 1 beside stream 0
+    assert moves[0] == ("extends", 5, 1) and any(m[0] != "extends" for m in moves), moves
 
     monkeypatch.setattr(LlamaCppEngine, "_compact", lambda self, dst, src, extends: (dst, src))
     e = engine(parts, max_batch_size=4)
     try:
-        stayed, where_stayed, prefilled_stayed = run(e)
+        stayed, where_stayed, prefilled_stayed, kept_stayed = run(e)
     finally:
         e.close()
     assert where_stayed == {1: [1], 5: [5]}
     for a, b in zip(moved, stayed):
         assert_same(a, b)
     assert prefilled == prefilled_stayed <= len(e.encode(messages(qs[1], stayed[1].text))[0]) // 2
+    assert kept == kept_stayed  # the caches that gave way are the ones that give way without moves
+
 
 def test_memory_stays_within_its_cells(parts):
     from roro_sdk.local.llamacpp import L

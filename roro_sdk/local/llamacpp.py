@@ -14,9 +14,9 @@ a time, so this module drives the low-level API itself, the way llama.cpp's own 
   written) prefills only the new text. A new request takes the idle sequence whose tokens share
   the longest prefix with its prompt; when a longer prefix sits in a busy sequence, that stream is
   copied into an idle one and trimmed (a memory copy, far cheaper than computing the prefix).
-  llama.cpp computes a call's attention over every stream from its rows' lowest to highest
-  sequence id, so a row is moved next to the busy sequences first (``_compact``: two streams
-  swapped through one scratch stream kept for it; no cache is lost).
+  llama.cpp computes a decoding call in one forward pass per run of consecutive sequence ids,
+  so a row is moved next to the busy sequences first (``_compact``: two streams swapped through
+  one scratch stream kept for it, or a cache moved into a stream given up; no cache is lost).
 * **Continuous batching.** Each step decodes one token for every decoding row in one
   ``llama_decode`` call, then computes prompt chunks of newly admitted rows; rows leave as soon
   as they stop.
@@ -367,7 +367,7 @@ class LlamaCppEngine(RowText):
         prompt = row.prompt
         idle = [s for s in self._seqs if s.row is None]
         if not self.reuses_kv:  # nothing is kept between requests: the stream nearest the decoding rows
-            dst, src = min(idle, key=lambda s: (self._span_with(s), s.seq_id)), None
+            dst, src = min(idle, key=lambda s: (self._runs_with(s), s.seq_id)), None
         else:
             common = {s.seq_id: _common_prefix(s.tokens, prompt) for s in self._seqs}
             own = max(idle, key=lambda s: common[s.seq_id])
@@ -397,30 +397,36 @@ class LlamaCppEngine(RowText):
         row.kv_len = keep
         self.stats.reused_tokens += keep
 
-    def _span_with(self, s: _Seq) -> int:
-        """How many streams apart the busy sequences lie if ``s`` joins them. With a stream per
-        sequence, llama.cpp computes a call's attention over every stream from its lowest to its
-        highest sequence id, busy or not: three rows in streams 0, 5 and 11 cost twice what they
-        cost in 0, 1 and 2 (measured, docs/benchmarks/local.md)."""
-        ids = [b.seq_id for b in self._seqs if b.row is not None] + [s.seq_id]
-        return max(ids) - min(ids)
+    def _runs_with(self, s: _Seq) -> int:
+        """How many runs of consecutive sequence ids the busy sequences form if ``s`` joins them.
+        With a stream per sequence, llama.cpp splits a decoding call into one forward pass per run
+        (its ``split_equal`` groups only consecutive ids): rows in streams 0, 5 and 11 cost three
+        passes, rows in 0, 1 and 2 one (measured: docs/benchmarks/local.md)."""
+        ids = sorted({b.seq_id for b in self._seqs if b.row is not None} | {s.seq_id})
+        return 1 + sum(b != a + 1 for a, b in zip(ids, ids[1:]))
 
     def _compact(self, dst: _Seq, src: _Seq, *, extends: bool) -> tuple[_Seq, _Seq]:
         """The sequence a row takes and the one its prefix comes from, moved next to the busy
-        sequences when ``dst`` lies farther out than an idle one (a stream copy is a memcpy, ~20-40
-        ms here, against ~8 ms a decoding call for every stream of span). No cache is lost:
-        ``extends`` (``dst`` holds the row's own trajectory) swaps the two streams; otherwise
-        ``dst`` was to be given up anyway and the nearer stream's cache moves into it."""
-        best = min((s for s in self._seqs if s.row is None), key=lambda s: (self._span_with(s), s.seq_id))
-        if self._span_with(best) >= self._span_with(dst):
+        sequences when an idle stream there would spare the row's calls a forward pass (a stream
+        copy is a memcpy, ~10-25 ms here, against a pass of ~45-85 ms every decoding call). No
+        cache is lost. When ``dst`` holds the row's prefix (``extends``: its own trajectory, or
+        ``src is dst``: a cache it shares a prefix with) the two streams are swapped; when ``dst``
+        was to be given up for another stream's prefix, the nearer stream's cache moves into it."""
+        runs = {s.seq_id: self._runs_with(s) for s in self._seqs if s.row is None}
+        best = min((s for s in self._seqs if s.row is None), key=lambda s: (runs[s.seq_id], s.seq_id))
+        if runs[best.seq_id] >= runs[dst.seq_id]:
             return dst, src
-        if extends:
+        if not best.tokens:  # nothing to keep there
+            if extends:
+                self._copy(dst, best)
+                self._forget(dst)
+                return best, best
+            return best, src  # src's prefix (dst's, when src is dst) is copied in by the caller
+        if extends or src is dst:
             self._swap(dst, best)
             return best, best
-        if not best.tokens:  # nothing to keep there
-            return best, src
         self._copy(best, dst)
-        return best, (best if src is dst or src is best else src)
+        return best, (best if src is best else src)
 
     def _copy(self, a: _Seq, b: _Seq) -> None:
         """Stream ``a`` into stream ``b`` (llama.cpp queues stream copies and applies them in order
