@@ -416,3 +416,20 @@ def test_snapshot_copies_the_complete_prefix_of_a_tree_being_recorded(tmp_path, 
         snapshot_tree(partial, partial)
     with pytest.raises(ConfigError, match="not a routing tree"):
         snapshot_tree(tmp_path, tmp_path / "x")
+
+
+def test_a_recording_stopped_part_way_holds_its_first_queries_complete(tmp_path):
+    """Queries are recorded ``concurrency`` at a time, in the dataset's order, each tree level by
+    level: a recording stopped part-way (here by its cost cap; a kill is the same) holds complete
+    trees for a prefix of its queries, which a snapshot keeps. (Expanding every query's first level
+    before any second one left an hour of real recording without one complete query.)"""
+    from roro_sdk.tree.snapshot import snapshot_tree
+
+    spec = "sim:min_steps=4,max_steps=6"
+    pool, qs = sim_pool(parse_sim_spec(spec)), sim_queries(spec, n=12, seed=5)
+    whole = record_tree(pool, qs, tmp_path / "whole", depth=1, max_steps=12, concurrency=2)
+    part = record_tree(pool, qs, tmp_path / "part", depth=1, max_steps=12, concurrency=2, cost_cap=whole.cost_usd / 2)
+    assert part.stopped and not part.complete
+    snap = snapshot_tree(tmp_path / "part", tmp_path / "snap")
+    assert [q.id for q in snap.queries] == [q.id for q in qs[:len(snap.queries)]]
+    assert len(snap.queries) >= 4  # half the cost: about half the queries, less the two in flight

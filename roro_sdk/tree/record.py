@@ -1,8 +1,11 @@
 """Recording routing trees: every model writes the next step of every recorded prefix, level by level.
 
-Why level by level across all queries: the steps of one level are independent, so they go out
-together (``concurrency`` at a time) and a local engine batches them (continuous batching with
-prefix reuse: the children of one node share its whole prompt). Each finished call is appended
+Each query's tree is expanded level by level (the steps of one level are independent, so they go
+out together and a local engine batches them: continuous batching with prefix reuse, the children
+of one node share its whole prompt), ``concurrency`` queries at a time, started in the dataset's
+order. So a recording stopped at any point holds its queries complete in order but for the last
+``concurrency`` or so, and ``roro tree snapshot`` can keep that prefix; expanding every query's
+first level before any second one would leave hours of work without one complete query. Each finished call is appended
 to ``calls.jsonl`` at once (see :mod:`.store`), so a kill loses only the calls in flight; a re-run
 with the same arguments answers every recorded call from the file and records only the rest, so
 it produces the same tree.
@@ -153,14 +156,15 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
 
 
 class _Recorder:
-    """Expands the trees of queries over one pool whose cache is ``store`` (live), level by level,
-    then runs the side-call routers over them."""
+    """Expands the trees of queries over one pool whose cache is ``store`` (live), each level by
+    level, ``concurrency`` queries at a time in order; then runs the side-call routers over them."""
 
     def __init__(self, rpool: ModelPool, store: TreeStore, settings: RecordingSettings, side: Sequence[Any], *,
                  concurrency: int, cost_cap: float | None, res: RecordResult, bar: Any = None) -> None:
         self.rpool, self.store, self.settings, self.side = rpool, store, settings, list(side)
         self.cost_cap, self.res, self.bar = cost_cap, res, bar
         self.sem = asyncio.Semaphore(concurrency)
+        self.window = asyncio.Semaphore(concurrency)  # queries in flight; waiters are served in order
         self.inflight: dict[str | None, asyncio.Future] = {}
         self.reserved = 0.0  # dollars of the calls in flight, at their bound
 
@@ -168,14 +172,7 @@ class _Recorder:
         return stop_after(texts, max_steps=self.settings.max_steps, stop_on_repeat=self.settings.stop_on_repeat) is not None
 
     async def run(self, qs: Sequence[Query]) -> None:
-        level: list[tuple[Query, tuple[str, ...], tuple[str, ...]]] = [(q, (), ()) for q in qs]
-        while level:
-            jobs = [(q, p, t, m) for q, p, t in level for m in next_models(p, self.rpool.names, self.settings.depth)]
-            if self.bar is not None:
-                self.bar.total = (self.bar.total or 0) + len(jobs)
-                self.bar.refresh()
-            done = await _all_or_cancel([self._expand(*j) for j in jobs])
-            level = [d for d in done if d is not None]
+        await _all_or_cancel([self._tree(q) for q in qs])
         for router in self.side:
             if self.res.stopped is not None:
                 break
@@ -183,6 +180,17 @@ class _Recorder:
             rt = StepwiseRuntime(self.rpool, router, max_steps=self.settings.max_steps, stop_on_repeat=self.settings.stop_on_repeat)
             await _all_or_cancel([self._route(rt, router.name, q) for q in qs])
             self.res.router_live_calls += self.store.stores - before
+
+    async def _tree(self, q: Query) -> None:
+        async with self.window:
+            level: list[tuple[Query, tuple[str, ...], tuple[str, ...]]] = [(q, (), ())]
+            while level:
+                jobs = [(q, p, t, m) for q, p, t in level for m in next_models(p, self.rpool.names, self.settings.depth)]
+                if self.bar is not None:
+                    self.bar.total = (self.bar.total or 0) + len(jobs)
+                    self.bar.refresh()
+                done = await _all_or_cancel([self._expand(*j) for j in jobs])
+                level = [d for d in done if d is not None]
 
     async def _expand(self, q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str) -> tuple | None:
         key = step_key(self.rpool, self.store, m, q.question, texts)
