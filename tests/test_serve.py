@@ -489,7 +489,7 @@ def test_graceful_shutdown_finishes_in_flight_requests_and_logs_them(tmp_path, f
         t = threading.Thread(target=lambda: got.append(httpx.post(
             url + "/v1/chat/completions", timeout=30, headers={"Authorization": f"Bearer {KEY}"},
             json={"model": "s", "messages": [{"role": "user", "content": "What is 1 + 1?"}]})))
-        httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong-key-but-logged?"})
+        httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong-key-but-logged?"}, timeout=30)  # a busy host: its first request may take more than httpx's 5 s
         t.start()
         time.sleep(0.6)  # the request is between its steps (4 x 0.4 s)
         proc.send_signal(signal.SIGTERM)
