@@ -4,6 +4,8 @@
 #
 #   bash scripts/real_pipeline.sh            # stages 2-4 on the committed trees
 #   SEEDS="0" UPDATES=10 bash scripts/real_pipeline.sh   # a quick pass
+#   VARIANTS=roro EVAL=0 bash scripts/real_pipeline.sh & VARIANTS="outcome process" EVAL=0 OUT=runs/real-b bash scripts/real_pipeline.sh
+#                                            # two jobs, one per core; then stage 4 over both OUTs
 # A 2-core CPU runs one thread per job best under contention (docs/training.md): OMP_NUM_THREADS=1.
 #
 # Stage 1 (recording, hours on a CPU; the committed trees are its output) is:
@@ -26,6 +28,7 @@ OUT=${OUT:-runs/real}
 LABELER=${LABELER:-tree:$TRAIN}        # the Judge's calibration labels: the training tree's exact criterion labels (none: off)
 ENTROPY=${ENTROPY:-0.05}               # GRPO's entropy bonus (0: off; without it runs collapsed onto one model)
 REPORT=${REPORT:-docs/reports/real}
+EVAL=${EVAL:-1}                        # 0: skip stage 4 (e.g. variants trained by two jobs side by side, evaluated together after)
 mkdir -p "$OUT"
 t() { date +%s; }
 
@@ -64,6 +67,7 @@ for variant in $VARIANTS; do
 done
 
 # 4. every router on the held-out tree against the exact best possible
+if [[ "$EVAL" == "1" ]]; then
 s=$(t)
 args=()
 for variant in $VARIANTS; do
@@ -71,6 +75,7 @@ for variant in $VARIANTS; do
 done
 $PY scripts/real_eval.py --tree "$TEST" "${args[@]}" --report "$REPORT" --json "$REPORT/results.json"
 echo "stage 4 (held-out evaluation): $(( $(t) - s )) s"
+fi
 
 # 5. (SHIP=1) the router that ships as policy:default: the candidate with the best APGR on the
 # training tree (never the held-out one), exported small with its provenance
