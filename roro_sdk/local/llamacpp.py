@@ -397,12 +397,15 @@ class LlamaCppEngine(RowText):
         row.kv_len = keep
         self.stats.reused_tokens += keep
 
-    def _runs_with(self, s: _Seq) -> int:
+    def _busy(self) -> frozenset[int]:
+        return frozenset(b.seq_id for b in self._seqs if b.row is not None)
+
+    def _runs_with(self, s: _Seq, busy: frozenset[int] | None = None) -> int:
         """How many runs of consecutive sequence ids the busy sequences form if ``s`` joins them.
         With a stream per sequence, llama.cpp splits a decoding call into one forward pass per run
         (its ``split_equal`` groups only consecutive ids): rows in streams 0, 5 and 11 cost three
         passes, rows in 0, 1 and 2 one (measured: docs/benchmarks/local.md)."""
-        ids = sorted({b.seq_id for b in self._seqs if b.row is not None} | {s.seq_id})
+        ids = sorted((self._busy() if busy is None else busy) | {s.seq_id})
         return 1 + sum(b != a + 1 for a, b in zip(ids, ids[1:]))
 
     def _compact(self, dst: _Seq, src: _Seq, *, extends: bool) -> tuple[_Seq, _Seq]:
@@ -412,7 +415,8 @@ class LlamaCppEngine(RowText):
         cache is lost. When ``dst`` holds the row's prefix (``extends``: its own trajectory, or
         ``src is dst``: a cache it shares a prefix with) the two streams are swapped; when ``dst``
         was to be given up for another stream's prefix, the nearer stream's cache moves into it."""
-        runs = {s.seq_id: self._runs_with(s) for s in self._seqs if s.row is None}
+        busy = self._busy()
+        runs = {s.seq_id: self._runs_with(s, busy) for s in self._seqs if s.row is None}
         best = min((s for s in self._seqs if s.row is None), key=lambda s: (runs[s.seq_id], s.seq_id))
         if runs[best.seq_id] >= runs[dst.seq_id]:
             return dst, src

@@ -35,10 +35,10 @@ from litellm import CustomLLM  # noqa: E402
 from litellm.llms.custom_llm import CustomLLMError  # noqa: E402
 from litellm.types.utils import ChoiceLogprobs, Choices, Message, ModelResponse, Usage  # noqa: E402
 
+from roro_sdk._quiet import quiet_progress_bars
 from roro_sdk.errors import ConfigError, MissingExtraError, ModelUnavailableError, UnknownModelError
 from roro_sdk.local.batching import AsyncBatcher
 from roro_sdk.local.engine import GenerationRequest, GenerationResult, LocalEngine
-from roro_sdk._quiet import quiet_progress_bars
 from roro_sdk.local.registry import REGISTRY, ensure_local_model
 
 PROVIDER = "roro_local"
