@@ -6,6 +6,8 @@
 #   SEEDS="0" UPDATES=10 bash scripts/real_pipeline.sh   # a quick pass
 #   VARIANTS=roro EVAL=0 bash scripts/real_pipeline.sh & VARIANTS="outcome process" EVAL=0 OUT=runs/real-b bash scripts/real_pipeline.sh
 #                                            # two jobs, one per core; then stage 4 over both OUTs
+# Memory: a RoRo router run holds the router, the Judge and the Rubricor (10-12.5 GB RSS on the
+# real tree); the other variants ~7 GB. Two RoRo runs side by side were OOM-killed on 24 GB.
 # A 2-core CPU runs one thread per job best under contention (docs/training.md): OMP_NUM_THREADS=1.
 #
 # Stage 1 (recording, hours on a CPU; the committed trees are its output) is:
@@ -78,13 +80,16 @@ echo "stage 4 (held-out evaluation): $(( $(t) - s )) s"
 fi
 
 # 5. (SHIP=1) the router that ships as policy:default: the candidate with the best APGR on the
-# training tree (never the held-out one), exported small with its provenance
+# training tree (never the held-out one), exported small with its provenance; it replaces the
+# router that ships now only if it beats that one's APGR there (INCUMBENT=none: no such check)
 if [[ "${SHIP:-0}" == "1" ]]; then
   cands=()
   for variant in $VARIANTS; do
     i=0
     for seed in $SEEDS; do cands+=(--candidate "$variant s$i=$OUT/$variant-s$seed"); i=$((i + 1)); done
   done
-  $PY scripts/ship_router.py --train-tree "$TRAIN" "${cands[@]}" --heldout "$REPORT/results.json" \
-      --out roro_sdk/data/routers/default
+  incumbent=()
+  [[ "${INCUMBENT:-policy:default}" != none ]] && incumbent=(--incumbent "${INCUMBENT:-policy:default}")
+  $PY scripts/ship_router.py --train-tree "$TRAIN" "${cands[@]}" ${incumbent[@]+"${incumbent[@]}"} \
+      --heldout "$REPORT/results.json" --out roro_sdk/data/routers/default
 fi

@@ -8,6 +8,8 @@ The choice never looks at the held-out tree: each candidate (a ``roro train-rout
 folder) is replayed on its *training* tree and the one with the highest APGR there (ties: lower
 large-token share) ships. Its held-out numbers (from ``scripts/real_eval.py``'s JSON, under the
 same label) go into the provenance with the data, config, seed and commit it came from.
+With ``--incumbent policy:default`` the router that ships now is replayed beside them, and it is
+replaced only by a candidate with a higher APGR there (no export otherwise).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main() -> int:
     ap.add_argument("--candidate", action="append", required=True, help="LABEL=RUN_DIR (LABEL as in the held-out JSON)")
     ap.add_argument("--heldout", required=True, help="results JSON of scripts/real_eval.py on the held-out tree")
     ap.add_argument("--out", default="roro_sdk/data/routers/default")
+    ap.add_argument("--incumbent", default=None, help="router spec of the router that ships now (e.g. policy:default): "
+                    "kept unless a candidate beats its training-tree APGR")
     args = ap.parse_args()
 
     from roro_sdk.eval import evaluate
@@ -46,6 +50,12 @@ def main() -> int:
         r = PolicyRouter.load(Path(run) / "router")
         r.name = label  # one curve per candidate
         routers.append((label, r))
+    if args.incumbent:
+        from roro_sdk.routers import make_router
+
+        incumbent = make_router(args.incumbent)  # loaded before the export may replace its files
+        incumbent.name = "incumbent"
+        routers.append(("incumbent", incumbent))
     # the problems the candidates were trained on (the tree may have grown since), never others
     n_train = min(json.loads((Path(r) / "config.json").read_text()).get("train_queries", 10**9) for r in runs.values())
     res = evaluate(tree.pool(), tree.queries[:n_train], routers, max_steps=tree.manifest.recording.max_steps, progress=False,
@@ -53,12 +63,18 @@ def main() -> int:
     curves = {c.family: c for c in res.analysis.curves}
     scores = {}
     for run_ in res.runs:
-        if run_.label in runs:
+        if run_.label in runs or run_.label == "incumbent":
             c = curves.get(run_.family)
             apgr = (c.share or {}).get("apgr") if c is not None and len(c.points) == 1 else None
             scores[run_.label] = {"accuracy": run_.accuracy, "large_token_share": run_.large_token_share, "apgr": apgr}
-    best = max(scores, key=lambda k: (scores[k]["apgr"] if scores[k]["apgr"] is not None else -1.0,
-                                      -scores[k]["large_token_share"]))
+    def rank(k: str) -> tuple[float, float]:
+        return scores[k]["apgr"] if scores[k]["apgr"] is not None else -1.0, -scores[k]["large_token_share"]
+
+    best = max((k for k in scores if k != "incumbent"), key=rank)
+    if "incumbent" in scores and rank("incumbent") >= rank(best):
+        _table(scores, "incumbent")
+        print(f"the incumbent ({args.incumbent}) keeps shipping: no candidate beats its APGR on the training tree")
+        return 0
     heldout = json.loads(Path(args.heldout).read_text())
     run = Path(runs[best])
     config = json.loads((run / "config.json").read_text())
@@ -70,7 +86,8 @@ def main() -> int:
         "training_tree": {"path": args.train_tree, "queries": min(len(tree.queries), config.get("train_queries", 10**9)),
                           "files_at_training": tree.manifest.files, "tree_commit": _git("log", "-1", "--format=%h", "--",
                                                                                          str(tree.folder / "manifest.json"))},
-        "selection": {"rule": "highest APGR on the training tree (never the held-out tree)", "candidates": scores},
+        "selection": {"rule": "highest APGR on the training tree (never the held-out tree)"
+                      + (f", above the incumbent's ({args.incumbent})" if args.incumbent else ""), "candidates": scores},
         "heldout": {"tree": heldout.get("tree"), "queries": heldout.get("queries"),
                     "metrics": heldout.get("routers", {}).get(best)},
         "export_commit": _git("rev-parse", "HEAD"),
@@ -80,12 +97,16 @@ def main() -> int:
     }
     dst = export_router(run / "router", args.out, provenance=provenance)
     size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    _table(scores, best)
+    print(f"exported {best} ({run}) to {dst}: {size / 1e6:.2f} MB")
+    return 0
+
+
+def _table(scores: dict, ships: str) -> None:
     print(f"{'candidate':<14} {'train acc':>9} {'large tok':>9} {'APGR':>6}")
     for label, s in scores.items():
         apgr = "-" if s["apgr"] is None else f"{s['apgr']:.3f}"
-        print(f"{label:<14} {s['accuracy']:>9.1%} {s['large_token_share']:>9.1%} {apgr:>6}{'  <- ships' if label == best else ''}")
-    print(f"exported {best} ({run}) to {dst}: {size / 1e6:.2f} MB")
-    return 0
+        print(f"{label:<14} {s['accuracy']:>9.1%} {s['large_token_share']:>9.1%} {apgr:>6}{'  <- ships' if label == ships else ''}")
 
 
 if __name__ == "__main__":
