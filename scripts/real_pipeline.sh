@@ -29,6 +29,7 @@ TRAIN_QUERIES=${TRAIN_QUERIES:-1000}   # the first N problems of the training tr
 OUT=${OUT:-runs/real}
 LABELER=${LABELER:-tree:$TRAIN}        # the Judge's calibration labels: the training tree's exact criterion labels (none: off)
 ENTROPY=${ENTROPY:-0.05}               # GRPO's entropy bonus (0: off; without it runs collapsed onto one model)
+LAMBDA_C=${LAMBDA_C:-}                 # the routers' cost weight (default: the configs' 0.3)
 REPORT=${REPORT:-docs/reports/real}
 EVAL=${EVAL:-1}                        # 0: skip stage 4 (e.g. variants trained by two jobs side by side, evaluated together after)
 mkdir -p "$OUT"
@@ -61,6 +62,7 @@ for variant in $VARIANTS; do
     [ $variant = process ] && judge=(--set "judge=tree:$TRAIN")
     # the Judge's scores of the tree's routings are kept once for every seed (judge_cache)
     [ $variant = roro ] && judge=(--set "judge=$OUT/judge" --set "judge_cache=$OUT/judge-scores.jsonl")
+    [ -n "$LAMBDA_C" ] && judge+=(--set "rewards.lambda_c=$LAMBDA_C")
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-router --config examples/configs/real/grpo_$variant.yaml --set "dataset=tree:$TRAIN" \
         --set "pool=tree:$TRAIN" ${judge[@]+"${judge[@]}"} \
         --set seed=$seed --set updates=$UPDATES --set entropy_coef=$ENTROPY --set train_queries=$TRAIN_QUERIES --out "$OUT/$variant-s$seed" --overwrite | grep -E "^update +[0-9]*[05] |saved"
