@@ -58,13 +58,13 @@ fi
 for variant in $VARIANTS; do
   for seed in $SEEDS; do
     s=$(t)
-    judge=()
-    [ $variant = process ] && judge=(--set "judge=tree:$TRAIN")
+    extra=()
+    [ $variant = process ] && extra=(--set "judge=tree:$TRAIN")
     # the Judge's scores of the tree's routings are kept once for every seed (judge_cache)
-    [ $variant = roro ] && judge=(--set "judge=$OUT/judge" --set "judge_cache=$OUT/judge-scores.jsonl")
-    [ -n "$LAMBDA_C" ] && judge+=(--set "rewards.lambda_c=$LAMBDA_C")
+    [ $variant = roro ] && extra=(--set "judge=$OUT/judge" --set "judge_cache=$OUT/judge-scores.jsonl")
+    [ -n "$LAMBDA_C" ] && extra+=(--set "rewards.lambda_c=$LAMBDA_C")
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-router --config examples/configs/real/grpo_$variant.yaml --set "dataset=tree:$TRAIN" \
-        --set "pool=tree:$TRAIN" ${judge[@]+"${judge[@]}"} \
+        --set "pool=tree:$TRAIN" ${extra[@]+"${extra[@]}"} \
         --set seed=$seed --set updates=$UPDATES --set entropy_coef=$ENTROPY --set train_queries=$TRAIN_QUERIES --out "$OUT/$variant-s$seed" --overwrite | grep -E "^update +[0-9]*[05] |saved"
     echo "stage 3b ($variant, seed $seed): $(( $(t) - s )) s"
   done

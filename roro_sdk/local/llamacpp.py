@@ -367,7 +367,8 @@ class LlamaCppEngine(RowText):
         prompt = row.prompt
         idle = [s for s in self._seqs if s.row is None]
         if not self.reuses_kv:  # nothing is kept between requests: the stream nearest the decoding rows
-            dst, src = min(idle, key=lambda s: (self._runs_with(s), s.seq_id)), None
+            busy = self._busy()
+            dst, src = min(idle, key=lambda s: (self._runs_with(s, busy), s.seq_id)), None
         else:
             common = {s.seq_id: _common_prefix(s.tokens, prompt) for s in self._seqs}
             own = max(idle, key=lambda s: common[s.seq_id])
@@ -400,12 +401,12 @@ class LlamaCppEngine(RowText):
     def _busy(self) -> frozenset[int]:
         return frozenset(b.seq_id for b in self._seqs if b.row is not None)
 
-    def _runs_with(self, s: _Seq, busy: frozenset[int] | None = None) -> int:
+    def _runs_with(self, s: _Seq, busy: frozenset[int]) -> int:
         """How many runs of consecutive sequence ids the busy sequences form if ``s`` joins them.
         With a stream per sequence, llama.cpp splits a decoding call into one forward pass per run
         (its ``split_equal`` groups only consecutive ids): rows in streams 0, 5 and 11 cost three
         passes, rows in 0, 1 and 2 one (measured: docs/benchmarks/local.md)."""
-        ids = sorted((self._busy() if busy is None else busy) | {s.seq_id})
+        ids = sorted(busy | {s.seq_id})
         return 1 + sum(b != a + 1 for a, b in zip(ids, ids[1:]))
 
     def _compact(self, dst: _Seq, src: _Seq, *, extends: bool) -> tuple[_Seq, _Seq]:
