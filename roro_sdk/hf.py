@@ -209,10 +209,21 @@ def _load_tokenizer(src: str, auto: Any) -> Any:
     return auto.from_pretrained(src, local_files_only=True)
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` (or None) is the GPU where torch sees one, else the CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: torch sees no CUDA GPU here; use 'cpu' or 'auto'")
+    return dev
+
+
 def load_causal_lm(name_or_path: str, *, adapter: str | os.PathLike[str] | None = None, trainable_adapter: bool = False,
-                   dtype: str | torch.dtype | None = None, device: str = "cpu"):
+                   dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"):
     """``(model, tokenizer)`` from a folder, a cached hub id or a local-registry name, with an
-    optional LoRA adapter folder. The model is in eval mode."""
+    optional LoRA adapter folder, on ``device`` (``auto``: the GPU if there is one). The model is
+    in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = _resolve(str(name_or_path))
@@ -232,7 +243,7 @@ def load_causal_lm(name_or_path: str, *, adapter: str | os.PathLike[str] | None 
                                     "local-registry name (see 'roro local list') or a hub id in the local cache") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model.to(device)
+    model.to(resolve_device(device))
     if adapter is not None:
         model = load_adapter(model, adapter, trainable=trainable_adapter)
     model.eval()

@@ -362,17 +362,18 @@ class LocalJudge(Judge):
         self._enc_cache: dict[str, list[int]] = {}
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, adapter: str | None = None, **kw: Any) -> LocalJudge:
+    def from_pretrained(cls, name_or_path: str, *, adapter: str | None = None, device: str = "cpu", **kw: Any) -> LocalJudge:
         """A model folder, a local-registry name or a cached hub id (+ an optional LoRA adapter
-        folder), or the output folder of ``roro train-judge`` (its latest round's Judge)."""
+        folder), or the output folder of ``roro train-judge`` (its latest round's Judge), on
+        ``device`` (``auto``: the GPU if there is one)."""
         from pathlib import Path
 
         from .hf import load_causal_lm
 
         run = Path(str(name_or_path))
         if adapter is None and (run / "models.json").is_file() and (run / "state.json").is_file():
-            return load_trained_run(run)[0]
-        model, tok = load_causal_lm(name_or_path, adapter=adapter)
+            return load_trained_run(run, device=device)[0]
+        model, tok = load_causal_lm(name_or_path, adapter=adapter, device=device)
         return cls(model, tok, **kw)
 
     # ----- token ids ---------------------------------------------------------------------------------
@@ -493,7 +494,7 @@ class LocalJudge(Judge):
         """The differentiable aggregate score of one item (same formula as :meth:`Rubric.aggregate`)."""
         import torch
 
-        w = torch.tensor(rubric.weights, dtype=p.dtype)
+        w = torch.tensor(rubric.weights, dtype=p.dtype, device=p.device)
         s = (w * p).sum() / w.sum()
         if self.hard_gate:
             hard = [i for i, c in enumerate(rubric.criteria) if c.kind == "hard_rule"]
@@ -559,9 +560,10 @@ def _build(make: Callable[..., Any], *args: Any, **kw: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- trained runs
-def load_trained_run(run_dir: Any, *, round_index: int | None = None) -> tuple[LocalJudge, LocalRubricor]:
+def load_trained_run(run_dir: Any, *, round_index: int | None = None, device: str = "cpu"
+                     ) -> tuple[LocalJudge, LocalRubricor]:
     """The Judge and Rubricor of a ``roro train-judge`` run folder (latest round, or
-    ``round_index``): base models from ``models.json`` plus the round's LoRA adapters.
+    ``round_index``): base models from ``models.json`` plus the round's LoRA adapters, on ``device``.
 
     It lives here, below the trainer, so that loading a trained Judge never imports training
     code (``roro_sdk.train.judge_training.load_trained`` is the same reader)."""
@@ -576,10 +578,11 @@ def load_trained_run(run_dir: Any, *, round_index: int | None = None) -> tuple[L
     if not k:
         raise TrainingConfigError(f"{p}: no completed round to load")
     folder = p / f"round_{k}"
-    judge = LocalJudge.from_pretrained(models["judge"], adapter=str(folder / "judge"), **models.get("judge_options", {}))
+    judge = LocalJudge.from_pretrained(models["judge"], adapter=str(folder / "judge"), device=device,
+                                       **models.get("judge_options", {}))
     lib = [Criterion.model_validate(c) for c in models.get("library", [])]
     rkw = dict(models.get("rubricor_options", {}))
     if lib:
         rkw["library"] = lib
-    rubricor = LocalRubricor.from_pretrained(models["rubricor"], adapter=str(folder / "rubricor"), **rkw)
+    rubricor = LocalRubricor.from_pretrained(models["rubricor"], adapter=str(folder / "rubricor"), device=device, **rkw)
     return judge, rubricor

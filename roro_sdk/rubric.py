@@ -378,10 +378,11 @@ class LocalRubricor(Rubricor):
         self._suffix_ids: list[list[int]] | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, adapter: str | None = None, **kw: Any) -> LocalRubricor:
+    def from_pretrained(cls, name_or_path: str, *, adapter: str | None = None, device: str = "cpu", **kw: Any
+                        ) -> LocalRubricor:
         from .hf import load_causal_lm
 
-        model, tok = load_causal_lm(name_or_path, adapter=adapter)
+        model, tok = load_causal_lm(name_or_path, adapter=adapter, device=device)
         return cls(model, tok, **kw)
 
     # ----- library mode ------------------------------------------------------------------------
@@ -421,8 +422,9 @@ class LocalRubricor(Rubricor):
 
         with torch.no_grad():
             lg = self.action_logits(queries) if logits is None else logits.detach()
-            probs = torch.softmax(lg / max(temperature, 1e-6), -1)
-            flat = probs.reshape(-1, probs.shape[-1])
+            probs = torch.softmax(lg.float() / max(temperature, 1e-6), -1)
+            # Drawn on the CPU: a seeded CPU generator then gives the same rubrics on any device.
+            flat = probs.reshape(-1, probs.shape[-1]).cpu()
             draws = torch.multinomial(flat, n, replacement=True, generator=generator)  # [Q*C, n]
             draws = draws.view(len(queries), len(self.library), n)
         out = []

@@ -34,9 +34,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None, help="router seed (default: the tree's recording seed)")
     ap.add_argument("--report", default=None, help="folder for report.md and the plot")
     ap.add_argument("--json", default=None, help="results JSON")
+    ap.add_argument("--device", default="cpu", help="where the trained routers run: cpu, cuda or auto")
     args = ap.parse_args()
 
     from roro_sdk.eval import evaluate, write_report
+    from roro_sdk.hf import resolve_device
     from roro_sdk.policy.router import PolicyRouter
     from roro_sdk.tree import RoutingTree
 
@@ -49,6 +51,9 @@ def main() -> int:
         label = f"{name} s{len(names[name])}"
         names[name].append(label)
         r = PolicyRouter.load(folder)
+        r.model.to(resolve_device(args.device))
+        if r.head is not None:
+            r.head.to(resolve_device(args.device))
         r.name = name
         routers.append((label, r))
     t0 = time.perf_counter()

@@ -30,6 +30,7 @@ OUT=${OUT:-runs/real}
 LABELER=${LABELER:-tree:$TRAIN}        # the Judge's calibration labels: the training tree's exact criterion labels (none: off)
 ENTROPY=${ENTROPY:-0.05}               # GRPO's entropy bonus (0: off; without it runs collapsed onto one model)
 LAMBDA_C=${LAMBDA_C:-}                 # the routers' cost weight (default: the configs' 0.3)
+JUDGE_SEEDS=${JUDGE_SEEDS:-"0 1 2"}    # one Judge training per seed; the best on held-out pairs is used
 REPORT=${REPORT:-docs/reports/real}
 EVAL=${EVAL:-1}                        # 0: skip stage 4 (e.g. variants trained by two jobs side by side, evaluated together after)
 mkdir -p "$OUT"
@@ -42,14 +43,27 @@ $PY -m roro_sdk pairs --trajectories "$OUT/leaves.jsonl" --out "$OUT/pairs.jsonl
     --stats-json "$OUT/pairs_stats.json"
 echo "stage 2 (leaves, pairs): $(( $(t) - s )) s"
 
-# 3a. the Rubricor and the Judge, trained alternately on those pairs (LoRA on SmolLM2-135M)
+# 3a. the Rubricor and the Judge, trained alternately on those pairs (LoRA on SmolLM2-135M), one
+# run per Judge seed on one held-out split; the run with the best held-out pairwise accuracy is the
+# RoRo routers' Judge, and when none beats chance (50%) there is no usable process reward: the RoRo
+# variant is then not trained (it would be the outcome-only router)
+JUDGE="$OUT/judge"
 if [[ " $VARIANTS " == *" roro "* ]]; then
-  s=$(t)
-  rm -rf "$OUT/judge"
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-judge --trajectories "$OUT/leaves.jsonl" --pairs "$OUT/pairs.jsonl" \
-      --judge smollm2-135m-instruct --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml \
-      --labeler "$LABELER" --out "$OUT/judge" | { grep -E "^round|^[a-z]+ +[0-9]" || true; }
-  echo "stage 3a (Judge and Rubricor): $(( $(t) - s )) s"
+  judges=()
+  for js in $JUDGE_SEEDS; do
+    s=$(t)
+    rm -rf "$OUT/judge-s$js"
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-judge --trajectories "$OUT/leaves.jsonl" --pairs "$OUT/pairs.jsonl" \
+        --judge smollm2-135m-instruct --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml \
+        --labeler "$LABELER" --seed "$js" --split-seed 0 --out "$OUT/judge-s$js" | { grep -E "^round|^[a-z]+ +[0-9]" || true; }
+    judges+=("$OUT/judge-s$js")
+    echo "stage 3a (Judge and Rubricor, seed $js): $(( $(t) - s )) s"
+  done
+  JUDGE=$($PY -m roro_sdk pick-judge "${judges[@]}" --json "$OUT/judge-pick.json" | tee /dev/stderr | tail -1)
+  if [[ "$JUDGE" == none ]]; then
+    echo "stage 3a: no Judge beat chance on its held-out pairs; the RoRo variant is left out"
+    VARIANTS=$(echo " $VARIANTS " | sed 's/ roro / /')
+  fi
 fi
 
 # 3b. GRPO routers per seed: outcome-only (lambda_p = 0), RoRo (the trained Judge's process
@@ -61,7 +75,7 @@ for variant in $VARIANTS; do
     extra=()
     [ $variant = process ] && extra=(--set "judge=tree:$TRAIN")
     # the Judge's scores of the tree's routings are kept once for every seed (judge_cache)
-    [ $variant = roro ] && extra=(--set "judge=$OUT/judge" --set "judge_cache=$OUT/judge-scores.jsonl")
+    [ $variant = roro ] && extra=(--set "judge=$JUDGE" --set "judge_cache=$OUT/judge-scores-$(basename "$JUDGE").jsonl")
     [ -n "$LAMBDA_C" ] && extra+=(--set "rewards.lambda_c=$LAMBDA_C")
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m roro_sdk train-router --config examples/configs/real/grpo_$variant.yaml --set "dataset=tree:$TRAIN" \
         --set "pool=tree:$TRAIN" ${extra[@]+"${extra[@]}"} \

@@ -173,3 +173,40 @@ def test_micro_batches_of_pairs_give_the_same_judge_step(data):
     assert after[0].keys() == after[1].keys() and after[0]
     for k in after[0]:
         torch.testing.assert_close(after[0][k], after[1][k], atol=1e-5, rtol=1e-4)
+
+
+def test_pick_judge_compares_seeds_on_one_heldout_split(data, tmp_path, capsys):
+    """Several Judge seeds trained on one held-out split; 'roro pick-judge' keeps the best held-out
+    accuracy, chooses none when none beats the bar, and refuses runs of different splits."""
+    from roro_sdk.cli import main
+    from roro_sdk.pairs import write_pairs
+    from roro_sdk.train.judge_training import pick_judge_run
+    from roro_sdk.trajectories import write_trajectories
+
+    write_trajectories(tmp_path / "t.jsonl", list(data.trajectories.values()))
+    write_pairs(tmp_path / "p.jsonl", data.pairs)
+    base = ["train-judge", "--trajectories", str(tmp_path / "t.jsonl"), "--pairs", str(tmp_path / "p.jsonl"), "--tiny",
+            "--labeler", "sim-demo", "--judge-steps", "4", "--rubricor-steps", "1", "--rounds", "1", "--device", "cpu"]
+    runs = []
+    for seed in (0, 1):
+        runs.append(str(tmp_path / f"s{seed}"))
+        assert main(base + ["--out", runs[-1], "--seed", str(seed), "--split-seed", "7"]) == 0
+    states = [json.loads((tmp_path / f"s{s}" / "state.json").read_text()) for s in (0, 1)]
+    assert states[0]["heldout_queries"] == states[1]["heldout_queries"]
+    assert [s["config"]["seed"] for s in states] == [0, 1]
+    capsys.readouterr()
+
+    accs = [s["history"][-1]["heldout"]["accuracy"]["all"] for s in states]
+    assert main(["pick-judge", *runs, "--min-accuracy", "0", "--json", str(tmp_path / "pick.json")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    best = runs[max(range(2), key=lambda i: (accs[i], states[i]["history"][-1]["heldout"]["margin"]["all"]))]
+    assert out[-1] == best
+    assert json.loads((tmp_path / "pick.json").read_text())["chosen"] == best
+    assert main(["pick-judge", *runs, "--min-accuracy", "1.0"]) == 0  # nobody is above 100%
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "none"
+
+    assert main(base + ["--out", str(tmp_path / "other"), "--seed", "1"]) == 0  # its own split (seed 1)
+    with pytest.raises(TrainingConfigError, match="split"):
+        pick_judge_run([runs[0], str(tmp_path / "other")])
+    with pytest.raises(TrainingConfigError, match="state.json"):
+        pick_judge_run([str(tmp_path)])

@@ -6,6 +6,7 @@ Registered through ``roro_sdk.cli._COMMAND_MODULES``; heavy imports happen insid
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     if not isinstance(section, dict):
         raise ConfigError(f"{args.config}: 'training:' must be a mapping of JudgeTrainingConfig fields, not {section!r}")
     train_kw = dict(section)
-    for key in ("rounds", "judge_steps", "rubricor_steps", "seed"):
+    for key in ("rounds", "judge_steps", "rubricor_steps", "seed", "split_seed"):
         v = getattr(args, key)
         if v is not None:
             train_kw[key] = v
@@ -167,11 +168,11 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
         if not (args.judge and args.rubricor):
             raise ConfigError("give --judge and --rubricor (local model folders or registry names), or --tiny for the "
                               "synthetic demo with tiny random models")
-        judge = LocalJudge.from_pretrained(args.judge, **conf.get("judge_options", {}))
+        judge = LocalJudge.from_pretrained(args.judge, device=args.device, **conf.get("judge_options", {}))
         rkw = dict(conf.get("rubricor_options", {}))
         if library:
             rkw["library"] = library
-        rubricor = LocalRubricor.from_pretrained(args.rubricor, **rkw)
+        rubricor = LocalRubricor.from_pretrained(args.rubricor, device=args.device, **rkw)
     from .judge_training import write_run_models
 
     if args.tiny:
@@ -190,6 +191,30 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
         rows.append((kind, str(last["n"][kind]), f"{first['accuracy'].get(kind, float('nan')):.1%}", f"{acc:.1%}"))
     _table(rows)
     print(f"adapters and state: {args.out}")
+    return 0
+
+
+def cmd_pick_judge(args: argparse.Namespace) -> int:
+    """The table of the runs, then the chosen run's folder (or ``none``) alone on the last line,
+    for scripts: ``JUDGE=$(roro pick-judge a b c | tail -1)``."""
+    import math
+
+    from .judge_training import pick_judge_run
+
+    pick = pick_judge_run(args.runs, min_accuracy=args.min_accuracy, kind=args.kind)
+    rows = [("run", "seed", f"held-out {args.kind} n", "before", "after", "mean margin")]
+    for r in pick.runs:
+        before = "" if r.before is None else f"{r.before:.1%}"
+        rows.append((r.run, str(r.seed), str(r.n), before, f"{r.accuracy:.1%}",
+                     "" if math.isnan(r.margin) else f"{r.margin:+.4f}"))
+    _table(rows)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(pick.model_dump_json(indent=2))
+    if pick.chosen is None:
+        print(f"no Judge is above {args.min_accuracy:.0%} held-out pairwise accuracy: use none (outcome-only)",
+              file=sys.stderr)
+    print(pick.chosen or "none")
     return 0
 
 
@@ -250,4 +275,17 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("--judge-steps", type=int, default=None)
     p.add_argument("--rubricor-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the held-out query split (default: --seed); give several seeds one split to compare "
+                        "them with 'roro pick-judge'")
+    p.add_argument("--device", default="auto", help="auto (the GPU if torch sees one), cpu or cuda")
     p.set_defaults(func=cmd_train_judge)
+
+    p = sub.add_parser("pick-judge", help="choose, among train-judge runs of one held-out split, the Judge with the "
+                                          "best held-out pairwise accuracy (or none)")
+    p.add_argument("runs", nargs="+", help="train-judge run folders")
+    p.add_argument("--min-accuracy", type=float, default=0.5,
+                   help="choose none unless the best held-out accuracy is above this (default 0.5: chance)")
+    p.add_argument("--kind", default="all", help="pair kind compared: all, outcome, cost or process")
+    p.add_argument("--json", default=None, help="write the comparison here")
+    p.set_defaults(func=cmd_pick_judge)

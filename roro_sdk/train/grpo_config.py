@@ -220,4 +220,4 @@ def config_judge(cfg: GRPOConfig) -> Any:
         return tree_judge(tree_of_spec(cfg.judge))
     from ..judge import LocalJudge
 
-    return LocalJudge.from_pretrained(cfg.judge)
+    return LocalJudge.from_pretrained(cfg.judge, device=cfg.device)

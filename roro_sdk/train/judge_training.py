@@ -95,6 +95,8 @@ class JudgeTrainingConfig(BaseModel):
     eval_rubric_samples: int = Field(8, ge=1, description="rubrics per query when measuring the Rubricor's mean reward")
     judge_batch_size: int = Field(64, ge=1, description="trajectories per forward when scoring without grad")
     seed: int = 0
+    split_seed: int | None = Field(None, description="seed of the held-out query split (None: seed); fix it to "
+                                   "compare the Judges of several seeds on the same held-out pairs")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> JudgeTrainingConfig:
@@ -171,7 +173,7 @@ class AlternatingTrainer:
         if heldout_queries is not None:
             held = set(heldout_queries)
         else:
-            rng = random.Random(f"split:{self.cfg.seed}")
+            rng = random.Random(f"split:{self.cfg.seed if self.cfg.split_seed is None else self.cfg.split_seed}")
             shuffled = qids[:]
             rng.shuffle(shuffled)
             n_held = int(round(len(qids) * self.cfg.heldout_fraction))
@@ -324,8 +326,8 @@ class AlternatingTrainer:
                     items.append((traj.query, rubric_of[p.query_id], traj))
         outs = self.judge.forward(items, with_mass=cfg.format_weight > 0)
         s = torch.stack([self.judge.aggregate_tensor(r, o["p"]) for (_, r, _), o in zip(items, outs)])
-        ci = torch.tensor([keys[(p.query_id, p.chosen_id)] for p in pairs])
-        ri = torch.tensor([keys[(p.query_id, p.rejected_id)] for p in pairs])
+        ci = torch.tensor([keys[(p.query_id, p.chosen_id)] for p in pairs], device=s.device)
+        ri = torch.tensor([keys[(p.query_id, p.rejected_id)] for p in pairs], device=s.device)
         bt = -F.logsigmoid(cfg.bt_scale * (s[ci] - s[ri])).mean()
         loss = bt
         if cfg.format_weight > 0:
@@ -339,8 +341,9 @@ class AlternatingTrainer:
                         ps.append(p)
                         ys.append(float(y))
             if ps:
+                pt = torch.stack(ps)
                 loss = loss + cfg.calibration_weight * F.binary_cross_entropy(
-                    torch.stack(ps).clamp(1e-6, 1 - 1e-6), torch.tensor(ys))
+                    pt.clamp(1e-6, 1 - 1e-6), torch.tensor(ys, dtype=pt.dtype, device=pt.device))
         return loss, bt
 
     def judge_phase(self, round_index: int) -> dict[str, Any]:
@@ -415,12 +418,14 @@ class AlternatingTrainer:
                                            logits=logits)
             flat_q = [q for q, row in zip(qids, samples) for _ in row]
             flat_r = [s.rubric for row in samples for s in row]
-            r = torch.tensor(self.rubric_rewards(flat_q, flat_r, cache=cache, seed=step), dtype=torch.float32)
+            r = torch.tensor(self.rubric_rewards(flat_q, flat_r, cache=cache, seed=step), dtype=torch.float32,
+                             device=logits.device)
             r = r.view(len(qids), cfg.group_size)
             # Group-normalised advantages, with a floor on the std: when a group's rewards are all
             # nearly equal, normalising would blow noise up to unit size (and Adam would follow it).
             adv = (r - r.mean(1, keepdim=True)) / r.std(1, keepdim=True).clamp(min=cfg.adv_std_floor)
-            actions = torch.tensor([[s.actions for s in row] for row in samples], dtype=torch.long)  # [Q, G, C]
+            actions = torch.tensor([[s.actions for s in row] for row in samples], dtype=torch.long,
+                                   device=logits.device)  # [Q, G, C]
             logp = LocalRubricor.log_prob(logits / cfg.rubric_temperature, actions)  # [Q, G]
             loss = -(adv.detach() * logp).mean()
             if cfg.kl_weight > 0:
@@ -528,6 +533,66 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------- choosing a run
+class JudgeRunScore(BaseModel):
+    """One ``roro train-judge`` run's last held-out evaluation (what :func:`pick_judge_run` compares)."""
+
+    run: str
+    seed: int | None
+    accuracy: float
+    margin: float
+    n: int
+    before: float | None = Field(None, description="held-out accuracy before training (round 0)")
+
+
+class JudgePick(BaseModel):
+    """Which run to use as the process Judge: ``chosen`` is None when none beats ``min_accuracy``."""
+
+    chosen: str | None
+    min_accuracy: float
+    kind: str
+    runs: list[JudgeRunScore]
+
+
+def pick_judge_run(runs: Sequence[str | Path], *, min_accuracy: float = 0.5, kind: str = "all") -> JudgePick:
+    """The run whose trained Judge has the highest held-out pairwise accuracy on ``kind`` pairs
+    (ties: the larger mean margin), or none when no run's accuracy is above ``min_accuracy``.
+
+    A Judge trained on a few hundred pairs can end anywhere from useless to useful depending on
+    its seed (docs/reports/real.md), and a useless one turns the process reward into noise. The
+    runs must share one held-out split (``split_seed``): accuracies on different pairs do not
+    compare."""
+    if not runs:
+        raise TrainingConfigError("no train-judge runs to choose from")
+    scores: list[JudgeRunScore] = []
+    held: dict[str, list[str]] = {}
+    for run in runs:
+        f = Path(run) / "state.json"
+        if not f.is_file():
+            raise TrainingConfigError(f"{run} is not a train-judge run folder (no state.json)")
+        state = json.loads(f.read_text())
+        hist = state.get("history") or []
+        if len(hist) < 2:
+            raise TrainingConfigError(f"{run}: no completed round to compare (finish or resume the run first)")
+        last, first = hist[-1]["heldout"], hist[0]["heldout"]
+        if kind not in last.get("accuracy", {}):
+            raise TrainingConfigError(f"{run}: no held-out {kind!r} pairs were evaluated; use another kind or "
+                                      "a larger heldout_fraction")
+        held[str(run)] = sorted(state.get("heldout_queries") or [])
+        margin = last.get("margin", {}).get(kind)
+        scores.append(JudgeRunScore(run=str(run), seed=state.get("config", {}).get("seed"),
+                                    accuracy=float(last["accuracy"][kind]),
+                                    margin=float("nan") if margin is None else float(margin), n=int(last["n"][kind]),
+                                    before=first.get("accuracy", {}).get(kind)))
+    splits = {tuple(v) for v in held.values()}
+    if len(splits) > 1:
+        raise TrainingConfigError("the runs hold out different queries, so their accuracies do not compare; "
+                                  "train them with one split_seed (roro train-judge --split-seed N)")
+    best = max(scores, key=lambda r: (r.accuracy, -math.inf if math.isnan(r.margin) else r.margin))
+    chosen = best.run if best.accuracy > min_accuracy else None
+    return JudgePick(chosen=chosen, min_accuracy=min_accuracy, kind=kind, runs=scores)
 
 
 # ----------------------------------------------------------------------------- trained runs
