@@ -102,3 +102,14 @@ def test_real_pipeline_configs_validate(path):
     else:
         JudgeTrainingConfig(**data["training"])
         assert set(data) <= {"training", "judge_options", "rubricor_options"}
+
+
+@pytest.mark.parametrize("script", ["real_pipeline.sh", "real_pipeline_gpu.sh"])
+def test_real_pipeline_scripts_parse(script):
+    """The pipeline scripts are valid bash and use only the stage configs checked above."""
+    import subprocess
+
+    path = ROOT / "scripts" / script
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+    for name in ("judge.yaml", "grpo_$variant.yaml"):
+        assert name in path.read_text()
