@@ -45,6 +45,8 @@ def main() -> int:
 
     tree = RoutingTree(args.train_tree)
     runs = dict(c.split("=", 1) for c in args.candidate)
+    if args.incumbent and "incumbent" in runs:
+        ap.error("'incumbent' names the router that ships now (--incumbent); give the candidate another label")
     routers = ["all-small", "all-large"]
     for label, run in runs.items():
         r = PolicyRouter.load(Path(run) / "router")
