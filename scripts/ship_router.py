@@ -43,10 +43,10 @@ def main() -> int:
     from roro_sdk.policy.shipping import export_router
     from roro_sdk.tree import RoutingTree
 
+    if args.incumbent and any(c.split("=", 1)[0] == "incumbent" for c in args.candidate):
+        ap.error("'incumbent' names the router that ships now (--incumbent); give the candidate another label")
     tree = RoutingTree(args.train_tree)
     runs = dict(c.split("=", 1) for c in args.candidate)
-    if args.incumbent and "incumbent" in runs:
-        ap.error("'incumbent' names the router that ships now (--incumbent); give the candidate another label")
     routers = ["all-small", "all-large"]
     for label, run in runs.items():
         r = PolicyRouter.load(Path(run) / "router")
