@@ -210,3 +210,14 @@ def test_pick_judge_compares_seeds_on_one_heldout_split(data, tmp_path, capsys):
         pick_judge_run([runs[0], str(tmp_path / "other")])
     with pytest.raises(TrainingConfigError, match="state.json"):
         pick_judge_run([str(tmp_path)])
+
+
+def test_resolve_device_says_what_to_fix():
+    from roro_sdk.errors import ConfigError
+    from roro_sdk.hf import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
