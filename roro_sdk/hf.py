@@ -213,7 +213,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto`` (or None) is the GPU where torch sees one, else the CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {str(device)!r}: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r}: torch sees no CUDA GPU here; use 'cpu' or 'auto'")
     return dev

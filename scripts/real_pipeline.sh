@@ -50,6 +50,8 @@ echo "stage 2 (leaves, pairs): $(( $(t) - s )) s"
 JUDGE="$OUT/judge"
 if [[ " $VARIANTS " == *" roro "* ]]; then
   judges=()
+  rm -f "$OUT"/judge-scores-*.jsonl   # scores of an earlier Judge: refused against a new one
+  [ -n "$JUDGE_SEEDS" ] || { echo "JUDGE_SEEDS is empty: give at least one Judge seed"; exit 2; }
   for js in $JUDGE_SEEDS; do
     s=$(t)
     rm -rf "$OUT/judge-s$js"
@@ -59,7 +61,9 @@ if [[ " $VARIANTS " == *" roro "* ]]; then
     judges+=("$OUT/judge-s$js")
     echo "stage 3a (Judge and Rubricor, seed $js): $(( $(t) - s )) s"
   done
-  JUDGE=$($PY -m roro_sdk pick-judge "${judges[@]}" --json "$OUT/judge-pick.json" | tee /dev/stderr | tail -1)
+  JUDGE=$($PY -m roro_sdk pick-judge "${judges[@]}" --json "$OUT/judge-pick.json")  # set -e: a failure stops here
+  echo "$JUDGE"
+  JUDGE=$(echo "$JUDGE" | tail -1)
   if [[ "$JUDGE" == none ]]; then
     echo "stage 3a: no Judge beat chance on its held-out pairs; the RoRo variant is left out"
     VARIANTS=$(echo " $VARIANTS " | sed 's/ roro / /')

@@ -35,22 +35,29 @@ jargs=()
 pids=()
 [ -n "$JSTEPS" ] && jargs=(--judge-steps "$JSTEPS" --rubricor-steps 1)
 s=$(date +%s)
+rm -f "$R"/judge-scores-*.jsonl   # scores of an earlier Judge: refused against a new one
 for js in $JSEEDS; do
+  rm -rf "$R/judge-s$js"
   OMP_NUM_THREADS=2 $PY -m roro_sdk train-judge --trajectories $R/leaves.jsonl --pairs $R/pairs.jsonl \
     --judge smollm2-135m-instruct --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml \
     --labeler tree:$TRAIN --seed $js --split-seed 0 --device auto ${jargs[@]+"${jargs[@]}"} --out $R/judge-s$js \
     > $R/judge-s$js.log 2>&1 &
   pids+=($!)
 done
-wait "${pids[@]}"
+for p in "${pids[@]}"; do wait "$p" || echo "a Judge training failed (exit $?): see $R/judge-s*.log"; done
 echo "[$(el) s] stage 3a: $(( $(date +%s) - s )) s for $(echo $JSEEDS | wc -w) Judge seeds side by side"
 for js in $JSEEDS; do grep -E "^round|^[a-z]+ +[0-9]|Error|error" $R/judge-s$js.log | tail -8 | sed "s/^/judge-s$js: /"; done
 done_j=()
 for js in $JSEEDS; do [ -f $R/judge-s$js/round_1/judge/adapter_model.safetensors ] && done_j+=($R/judge-s$js); done
 JUDGE=none
 if [ ${#done_j[@]} -gt 0 ]; then
-  JUDGE=$($PY -m roro_sdk pick-judge "${done_j[@]}" --json $R/judge-pick.json | tee /dev/stderr | tail -1)
-  [ -d "$JUDGE" ] || JUDGE=none
+  if ! JUDGE=$($PY -m roro_sdk pick-judge "${done_j[@]}" --json $R/judge-pick.json); then
+    echo "roro pick-judge failed (above); the RoRo variant is left out"
+    JUDGE=none
+  else
+    echo "$JUDGE"
+    JUDGE=$(echo "$JUDGE" | tail -1)
+  fi
 fi
 echo "chosen Judge: $JUDGE"
 
@@ -71,7 +78,7 @@ for variant in $VARIANTS; do
     pids+=($!)
   done
 done
-wait "${pids[@]}"
+for p in "${pids[@]}"; do wait "$p" || echo "a router training failed (exit $?): see $R/*-s*.log"; done
 echo "[$(el) s] stage 3b: $(( $(date +%s) - s )) s for $VARIANTS x seeds $SEEDS side by side"
 args=()
 for variant in $VARIANTS; do

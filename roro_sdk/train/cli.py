@@ -286,6 +286,6 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("runs", nargs="+", help="train-judge run folders")
     p.add_argument("--min-accuracy", type=float, default=0.5,
                    help="choose none unless the best held-out accuracy is above this (default 0.5: chance)")
-    p.add_argument("--kind", default="all", help="pair kind compared: all, outcome, cost or process")
+    p.add_argument("--kind", default="all", choices=["all", "outcome", "cost", "process"], help="pair kind compared")
     p.add_argument("--json", default=None, help="write the comparison here")
     p.set_defaults(func=cmd_pick_judge)
