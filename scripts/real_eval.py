@@ -46,14 +46,12 @@ def main() -> int:
     pool, queries = tree.pool(), tree.queries
     routers: list = [b for b in args.baselines.split(",") if b]
     names: dict[str, list[str]] = defaultdict(list)
+    device = resolve_device(args.device)
     for spec in args.router:
         name, _, folder = spec.partition("=")
         label = f"{name} s{len(names[name])}"
         names[name].append(label)
-        r = PolicyRouter.load(folder)
-        r.model.to(resolve_device(args.device))
-        if r.head is not None:
-            r.head.to(resolve_device(args.device))
+        r = PolicyRouter.load(folder).to(device)
         r.name = name
         routers.append((label, r))
     t0 = time.perf_counter()

@@ -191,6 +191,13 @@ class PolicyRouter(Router):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def to(self, device: str | torch.device) -> PolicyRouter:
+        """Move the model and its head to ``device`` (in place; returns the router)."""
+        self.model.to(device)
+        if self.head is not None:
+            self.head.to(device)
+        return self
+
     def _logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.head is not None:
             return self.head(hidden.to(self.head.weight.dtype)).float()

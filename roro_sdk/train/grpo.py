@@ -148,9 +148,7 @@ def _place(router: PolicyRouter, device: torch.device, dtype: torch.dtype) -> No
     """Move the router to ``device``; the frozen base weights take ``dtype``, while what trains
     stays float32 (AdamW on bf16 weights would round LoRA-sized updates away). Buffers such as
     rotary frequencies keep their dtype."""
-    router.model.to(device)
-    if router.head is not None:
-        router.head.to(device)
+    router.to(device)
     trainable = {id(p) for p in _trainable(router).values()}
     for p in router.model.parameters():
         if p.is_floating_point():

@@ -35,9 +35,7 @@ class _WorkerRollouts:
 
     def __init__(self, pool: Any, router: PolicyRouter, runtime_kw: dict[str, Any]):
         if torch.cuda.is_available():  # only when Ray gave this worker a GPU (num_gpus > 0)
-            router.model.to("cuda")
-            if router.head is not None:
-                router.head.to("cuda")
+            router.to("cuda")
         router.model.eval()
         self.pool, self.router, self.runtime_kw = pool, router, runtime_kw
         self.params = trainable_parameters(router)

@@ -567,7 +567,7 @@ def pick_judge_run(runs: Sequence[str | Path], *, min_accuracy: float = 0.5, kin
     if not runs:
         raise TrainingConfigError("no train-judge runs to choose from")
     scores: list[JudgeRunScore] = []
-    held: dict[str, list[str]] = {}
+    splits: set[tuple[str, ...]] = set()
     for run in runs:
         f = Path(run) / "state.json"
         if not f.is_file():
@@ -580,13 +580,12 @@ def pick_judge_run(runs: Sequence[str | Path], *, min_accuracy: float = 0.5, kin
         if kind not in last.get("accuracy", {}):
             raise TrainingConfigError(f"{run}: no held-out {kind!r} pairs were evaluated; use another kind or "
                                       "a larger heldout_fraction")
-        held[str(run)] = sorted(state.get("heldout_queries") or [])
+        splits.add(tuple(sorted(state.get("heldout_queries") or [])))
         margin = last.get("margin", {}).get(kind)
         scores.append(JudgeRunScore(run=str(run), seed=state.get("config", {}).get("seed"),
                                     accuracy=float(last["accuracy"][kind]),
                                     margin=float("nan") if margin is None else float(margin), n=int(last["n"][kind]),
                                     before=first.get("accuracy", {}).get(kind)))
-    splits = {tuple(v) for v in held.values()}
     if len(splits) > 1:
         raise TrainingConfigError("the runs hold out different queries, so their accuracies do not compare; "
                                   "train them with one split_seed (roro train-judge --split-seed N)")
