@@ -106,10 +106,12 @@ def test_real_pipeline_configs_validate(path):
 
 @pytest.mark.parametrize("script", ["real_pipeline.sh", "real_pipeline_gpu.sh"])
 def test_real_pipeline_scripts_parse(script):
-    """The pipeline scripts are valid bash and use only the stage configs checked above."""
+    """The pipeline scripts are valid bash; the pipeline uses only the stage configs checked above
+    (tests/test_real_pipeline_script.py runs it against a stand-in Python)."""
     import subprocess
 
     path = ROOT / "scripts" / script
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
-    for name in ("judge.yaml", "grpo_$variant.yaml"):
-        assert name in path.read_text()
+    if script == "real_pipeline.sh":
+        for name in ("judge.yaml", "grpo_$variant.yaml"):
+            assert name in path.read_text()
