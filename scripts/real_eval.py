@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 BASELINES = ["all-small", "all-large", "random:0.5", "steer:0.8", "specreason:0.6", "trim:0.5", "query:0.5"]
@@ -35,12 +36,15 @@ def main() -> int:
     ap.add_argument("--report", default=None, help="folder for report.md and the plot")
     ap.add_argument("--json", default=None, help="results JSON")
     ap.add_argument("--device", default="cpu", help="where the trained routers run: cpu, cuda or auto")
+    ap.add_argument("--share-cap", type=float, default=0.3,
+                    help="the large model's share of output tokens for the two bounds reported beside the routers")
     args = ap.parse_args()
 
     from roro_sdk.eval import evaluate, write_report
     from roro_sdk.hf import resolve_device
     from roro_sdk.policy.router import PolicyRouter
     from roro_sdk.tree import RoutingTree
+    from roro_sdk.tree.token_share import best_plan_mix, best_under_share
 
     tree = RoutingTree(args.tree)
     pool, queries = tree.pool(), tree.queries
@@ -80,9 +84,17 @@ def main() -> int:
             if vals:
                 seeds[name][m] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
     bp = res.analysis.best_possible
+    # what any router can reach with the large model under the cap: knowing each query's outcomes,
+    # and knowing nothing of the query (one mix of plans for all)
+    qtrees = tree.query_trees(queries, pool=pool)
+    kw = dict(names=pool.names, free_steps=tree.free_steps)
+    knows = best_under_share(qtrees, pool.large, args.share_cap, **kw)
+    blind = best_plan_mix(qtrees, pool.large, args.share_cap, **kw)
     out = {
         "tree": str(args.tree), "queries": len(queries), "wall_s": wall,
         "best_possible": None if bp is None else {"accuracy": bp.accuracy, "mean_cost_usd": bp.mean_cost_usd},
+        "token_share": {"model": pool.large, "cap": args.share_cap, "best_possible": knows and asdict(knows),
+                        "best_blind_mix": blind and asdict(blind)},
         "routers": rows, "across_seeds": seeds,
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "python": platform.python_version(), "load_average": os.getloadavg(),
@@ -99,6 +111,9 @@ def main() -> int:
               f"{f(r['apgr'], '6.2f'):>6} {f(r['gain_share'], '6.2f'):>6}")
     if bp is not None:
         print(f"{'best possible':<22} {bp.accuracy:>9.1%} {bp.mean_cost_usd:>10.3e}")
+    for label, b in ((f"best, large <= {args.share_cap:.0%}", knows), (f"blind mix, <= {args.share_cap:.0%}", blind)):
+        if b is not None:
+            print(f"{label:<22} {b.accuracy:>9.1%} {b.mean_cost_usd:>10.3e} {b.share:>9.1%}")
     for name, s in seeds.items():
         print(f"{name} over {s['accuracy']['n']} seeds: accuracy {s['accuracy']['mean']:.1%} "
               f"[{s['accuracy']['min']:.1%}, {s['accuracy']['max']:.1%}], large tokens {s['large_token_share']['mean']:.1%}")

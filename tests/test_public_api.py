@@ -37,7 +37,7 @@ FACES = {
     "roro_sdk.tree": {
         "FrontierPoint", "Leaf", "QueryTree", "RecordResult", "RecordingSettings", "RoutingTree", "TreeManifest", "TreeStore",
         "arecord_tree", "best_at_cost", "best_for_weight", "best_frontier", "check_pool", "gain_share", "is_tree_spec",
-        "read_queries", "record_tree", "tree_of_spec", "walk", "NodeValue", "RoutingPlan", "TreeStepVerifier",
+        "best_plan_mix", "best_under_share", "ShareBound", "read_queries", "record_tree", "tree_of_spec", "walk", "NodeValue", "RoutingPlan", "TreeStepVerifier",
         "leaf_trajectories", "node_values", "tree_judge", "tree_step_verifier", "snapshot_tree", "tree_criterion_labeler",
     },
     "roro_sdk.sim": {

@@ -236,6 +236,11 @@ def test_cli_record_tree_info_and_eval_report_best_possible(tmp_path, capsys):
     assert main(["tree", "info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out.split("tree: " + str(out) + "\n", 1)[-1])
     assert info["queries"] == 6 and info["depth"] == 1 and info["missing_branches"] == 0 and info["frontier"]
+    ts = info["token_share"]  # what a cap on the large model's share of tokens allows, knowing the query or not
+    assert ts["cap"] == 0.3 and ts["best_possible"]["queries"] == 6 and ts["best_possible"]["share"] <= 0.3
+    assert ts["best_blind_mix"] is None or ts["best_blind_mix"]["accuracy"] <= ts["best_possible"]["accuracy"]
+    assert main(["tree", "info", str(out), "--share-cap", "30"]) == 2
+    assert "--share-cap is a share of output tokens between 0 and 1" in capsys.readouterr().err
     rep = tmp_path / "rep"
     assert main(["eval", "--pool", f"tree:{out}", "--router", "steer:0.8", "--max-steps", "12", "--report", str(rep),
                  "--no-plots", "-q"]) == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from typing import Any
 
 from .._cli_common import add_ray_arguments, choose_pool, load_queries, print_table, ray_from_args
@@ -39,9 +40,13 @@ def cmd_record_tree(args: argparse.Namespace) -> int:
 
 
 def cmd_tree_info(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..tasks import check_limit
     from .replay import RoutingTree
 
+    cap = args.share_cap
+    if not 0 <= cap <= 1:
+        raise ConfigError(f"--share-cap is a share of output tokens between 0 and 1, e.g. 0.3 (got {cap})")
     tree = RoutingTree(args.path)
     m = tree.manifest
     limit = check_limit(args.limit)
@@ -63,11 +68,18 @@ def cmd_tree_info(args: argparse.Namespace) -> int:
     n = max(1, len(cc))
     if front:
         rows.append(("best possible (cheapest correct)", f"{front[-1].accuracy:.1%}", f"{front[-1].mean_cost_usd:.3e}", str(len(cc))))
+    from .token_share import best_plan_mix, best_under_share
+
+    kw = dict(names=names, free_steps=tree.free_steps)
+    knows, blind = best_under_share(trees, pool.large, cap, **kw), best_plan_mix(trees, pool.large, cap, **kw)
     info = {"tree": str(tree.folder), "pool": names, "depth": m.recording.depth, "max_steps": m.recording.max_steps,
             "queries": len(queries), "calls": len(tree.store), "leaves": sum(len(t.leaves) for t in trees),
             "missing_branches": sum(t.missing for t in trees), "roro_version": m.roro_version, "weights": m.weights,
             "reachable_correct": sum(c is not None for c in cc) / n,
-            "frontier": [(p.mean_cost_usd, p.accuracy) for p in front], "stats": m.stats}
+            "frontier": [(p.mean_cost_usd, p.accuracy) for p in front],
+            "token_share": {"model": pool.large, "cap": cap, "best_possible": knows and asdict(knows),
+                            "best_blind_mix": blind and asdict(blind)},
+            "stats": m.stats}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -77,7 +89,18 @@ def cmd_tree_info(args: argparse.Namespace) -> int:
     print_table(rows)
     print(f"best possible frontier: {len(front)} points from ${front[0].mean_cost_usd:.3e} ({front[0].accuracy:.1%}) "
           f"to ${front[-1].mean_cost_usd:.3e} ({front[-1].accuracy:.1%})" if front else "no complete routing recorded")
+    if knows is not None:
+        print(f"with {pool.large} writing at most {cap:.0%} of output tokens ({knows.queries} queries holding every plan): "
+              f"best possible {knows.accuracy:.1%} ({knows.share:.0%} of tokens); a router that knows nothing of the "
+              f"query at best {_mix_text(blind)}")
     return 0
+
+
+def _mix_text(b: Any) -> str:
+    if b is None:
+        return "cannot stay under the cap"
+    mix = " + ".join(f"{w:.2f} x {plan}" for plan, w in b.plans.items())
+    return f"{b.accuracy:.1%} ({mix}, plans = models of the free steps)"
 
 
 def cmd_tree_leaves(args: argparse.Namespace) -> int:
@@ -144,4 +167,7 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N queries")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="leaves: the trajectories JSONL to write; snapshot: the folder (replaced)")
+    p.add_argument("--share-cap", type=float, default=0.3,
+                   help="info: the most accurate routing with the pool's large model writing at most this share of "
+                        "output tokens, knowing each query's outcomes and knowing nothing of it (default 0.3)")
     p.set_defaults(func=cmd_tree)

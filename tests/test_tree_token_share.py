@@ -1,0 +1,112 @@
+"""The token-share bounds of a routing tree (roro_sdk.tree.token_share) against brute force."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from roro_sdk.tree.paths import Leaf, QueryTree
+from roro_sdk.tree.token_share import best_plan_mix, best_under_share, plan_leaf, plans_of
+from roro_sdk.types import Query
+
+NAMES = ["s", "l"]
+
+
+def random_tree(rng: random.Random, i: int) -> QueryTree:
+    """A depth-1 tree: four plans, each with its own outcome, tokens and cost."""
+    leaves = []
+    for plan in plans_of(NAMES, 2):
+        toks = {m: 0 for m in NAMES}
+        first = rng.randint(5, 40)
+        rest = rng.randint(0, 120)
+        toks[plan[0]] += first
+        toks[plan[1]] += rest
+        cost = sum(t * (1 if m == "s" else 3) for m, t in toks.items()) * 1e-6
+        routing = plan if rest else plan[:1]  # a run may end after the first step
+        if routing in [leaf.routing for leaf in leaves]:
+            continue
+        leaves.append(Leaf(routing=routing, stop="answer", answer=None, correct=rng.random() < 0.4, cost_usd=cost,
+                           output_tokens={m: t for m, t in toks.items() if t}))
+    return QueryTree(query=Query(id=f"q{i}", question="x"), leaves=leaves)
+
+
+def share(leaves) -> float:
+    tot = sum(sum(leaf.output_tokens.values()) for leaf in leaves)
+    return sum(leaf.output_tokens.get("l", 0) for leaf in leaves) / tot if tot else 0.0
+
+
+@pytest.mark.parametrize("cap", [0.0, 0.2, 0.3, 0.6, 1.0])
+def test_best_under_share_is_the_brute_force_optimum(cap):
+    rng = random.Random(int(cap * 10))
+    plans = plans_of(NAMES, 2)
+    for _ in range(25):
+        trees = [random_tree(rng, i) for i in range(5)]
+        got = best_under_share(trees, "l", cap, names=NAMES, free_steps=2)
+        options = [[plan_leaf(t, p) for p in plans] for t in trees]
+        feasible = [c for c in itertools.product(*options) if share(c) <= cap + 1e-12]
+        if not feasible:
+            assert got is None
+            continue
+        best = max(sum(bool(leaf.correct) for leaf in c) for c in feasible) / len(trees)
+        assert got.accuracy == pytest.approx(best) and got.share <= cap + 1e-12
+        assert got.queries == 5 and sum(got.plans.values()) == 5
+
+
+@pytest.mark.parametrize("cap", [0.1, 0.3, 0.5, 0.9])
+def test_best_plan_mix_is_the_best_blind_mix(cap):
+    rng = random.Random(100 + int(cap * 10))
+    plans = plans_of(NAMES, 2)
+    for _ in range(25):
+        trees = [random_tree(rng, i) for i in range(8)]
+        got = best_plan_mix(trees, "l", cap, names=NAMES, free_steps=2)
+        per = []
+        for p in plans:
+            leaves = [plan_leaf(t, p) for t in trees]
+            per.append((sum(bool(leaf.correct) for leaf in leaves) / 8,
+                        sum(leaf.output_tokens.get("l", 0) for leaf in leaves),
+                        sum(sum(leaf.output_tokens.values()) for leaf in leaves)))
+        best = None  # a fine grid over mixes of the four plans
+        for w in itertools.product(range(21), repeat=3):
+            if sum(w) > 20:
+                continue
+            ps = [x / 20 for x in w] + [(20 - sum(w)) / 20]
+            big = sum(p * s[1] for p, s in zip(ps, per))
+            tot = sum(p * s[2] for p, s in zip(ps, per))
+            if big <= cap * tot + 1e-9:
+                acc = sum(p * s[0] for p, s in zip(ps, per))
+                best = acc if best is None else max(best, acc)
+        if best is None:
+            continue
+        assert got is not None and got.accuracy >= best - 1e-9  # no grid mix beats it
+        assert got.share <= cap + 1e-9 and sum(got.plans.values()) == pytest.approx(1.0)
+        # and it is achieved by the mix it names
+        acc = sum(w * per[plans.index(tuple(k.split(",")))][0] for k, w in got.plans.items())
+        assert acc == pytest.approx(got.accuracy)
+
+
+def test_a_knowing_router_is_never_below_a_blind_one():
+    rng = random.Random(7)
+    for _ in range(20):
+        trees = [random_tree(rng, i) for i in range(12)]
+        for cap in (0.2, 0.5):
+            knows = best_under_share(trees, "l", cap, names=NAMES, free_steps=2)
+            blind = best_plan_mix(trees, "l", cap, names=NAMES, free_steps=2)
+            if blind is not None:
+                assert knows.accuracy >= blind.accuracy - 1e-9
+
+
+def test_plan_leaf_follows_the_completion_rule_and_short_runs():
+    t = QueryTree(query=Query(id="q", question="x"), leaves=[
+        Leaf(routing=("s",), stop="answer", answer="1", correct=True, cost_usd=1e-6, output_tokens={"s": 5}),
+        Leaf(routing=("l", "s", "s"), stop="answer", answer="2", correct=False, cost_usd=2e-6, output_tokens={"l": 5, "s": 9}),
+        Leaf(routing=("l", "l", "l"), stop="answer", answer="3", correct=True, cost_usd=3e-6, output_tokens={"l": 14})])
+    assert plan_leaf(t, ("s", "l")).answer == "1" and plan_leaf(t, ("s", "s")).answer == "1"  # ended after step 1
+    assert plan_leaf(t, ("l", "s")).answer == "2" and plan_leaf(t, ("l", "l")).answer == "3"
+    # a tree missing a plan is left out of both bounds
+    t2 = QueryTree(query=Query(id="q2", question="x"), leaves=t.leaves[1:])
+    assert best_under_share([t2], "l", 0.5, names=NAMES, free_steps=2) is None
+    assert best_under_share([t, t2], "l", 0.5, names=NAMES, free_steps=2).queries == 1
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        best_plan_mix([t], "l", 30, names=NAMES, free_steps=2)
