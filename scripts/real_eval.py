@@ -6,6 +6,9 @@
 
 Routers sharing a name (``outcome=...`` given once per seed) are reported per seed
 (``outcome s0``) and summarised across seeds in the JSON (mean, min and max of each metric).
+Beside each router: its *information gain*, its accuracy above the best mix of fixed plans at its
+own large-token share (``roro_sdk.tree.token_share.best_plan_mix``: about 0 for a router that
+learned a mix of plans but not which query needs which model).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 BASELINES = ["all-small", "all-large", "random:0.5", "steer:0.8", "specreason:0.6", "trim:0.5", "query:0.5"]
-METRICS = ["accuracy", "mean_cost_usd", "large_token_share", "apgr", "gain_share"]
+METRICS = ["accuracy", "mean_cost_usd", "large_token_share", "apgr", "gain_share", "information_gain"]
 
 
 def main() -> int:
@@ -67,14 +70,25 @@ def main() -> int:
     wall = time.perf_counter() - t0
     curves = {c.family: c for c in res.analysis.curves}
     gains = res.analysis.best_possible.gain_share if res.analysis.best_possible else {}
+    # what any router can reach with the large model under the cap: knowing each query's outcomes,
+    # and knowing nothing of the query (one mix of plans for all)
+    qtrees = tree.query_trees(queries, pool=pool)
+    kw = dict(names=pool.names, free_steps=tree.free_steps)
+    knows = best_under_share(qtrees, pool.large, args.share_cap, **kw)
+    blind = best_plan_mix(qtrees, pool.large, args.share_cap, **kw)
     rows = {}
     for run in res.runs:
         c = curves.get(run.family)
+        # a router's information gain: its accuracy above the best blind mix of plans at its own
+        # large-token share (about 0: it learned a mix of plans, not which query needs which)
+        at = best_plan_mix(qtrees, pool.large, min(1.0, run.large_token_share + 1e-9), **kw)
         rows[run.label] = {
             "accuracy": run.accuracy, "accuracy_ci": run.accuracy_ci, "mean_cost_usd": run.mean_cost_usd,
             "mean_cost_ci": run.mean_cost_ci, "large_token_share": run.large_token_share, "errors": run.errors,
             "apgr": (c.share or {}).get("apgr") if c is not None and len(c.points) == 1 else None,
             "gain_share": gains.get(run.label), "model_calls": (run.cache or {}).get("misses"),
+            "blind_mix_accuracy": None if at is None else at.accuracy,
+            "information_gain": None if at is None else run.accuracy - at.accuracy,
         }
     seeds = {}
     for name, labels in names.items():
@@ -84,12 +98,6 @@ def main() -> int:
             if vals:
                 seeds[name][m] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
     bp = res.analysis.best_possible
-    # what any router can reach with the large model under the cap: knowing each query's outcomes,
-    # and knowing nothing of the query (one mix of plans for all)
-    qtrees = tree.query_trees(queries, pool=pool)
-    kw = dict(names=pool.names, free_steps=tree.free_steps)
-    knows = best_under_share(qtrees, pool.large, args.share_cap, **kw)
-    blind = best_plan_mix(qtrees, pool.large, args.share_cap, **kw)
     out = {
         "tree": str(args.tree), "queries": len(queries), "wall_s": wall,
         "best_possible": None if bp is None else {"accuracy": bp.accuracy, "mean_cost_usd": bp.mean_cost_usd},
@@ -104,11 +112,11 @@ def main() -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
-    print(f"{'router':<22} {'accuracy':>9} {'$/query':>10} {'large tok':>9} {'APGR':>6} {'gain':>6}")
+    print(f"{'router':<22} {'accuracy':>9} {'$/query':>10} {'large tok':>9} {'APGR':>6} {'gain':>6} {'info':>6}")
     for label, r in rows.items():
         f = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
         print(f"{label:<22} {r['accuracy']:>9.1%} {r['mean_cost_usd']:>10.3e} {r['large_token_share']:>9.1%} "
-              f"{f(r['apgr'], '6.2f'):>6} {f(r['gain_share'], '6.2f'):>6}")
+              f"{f(r['apgr'], '6.2f'):>6} {f(r['gain_share'], '6.2f'):>6} {f(r['information_gain'], '+6.3f'):>6}")
     if bp is not None:
         print(f"{'best possible':<22} {bp.accuracy:>9.1%} {bp.mean_cost_usd:>10.3e}")
     for label, b in ((f"best, large <= {args.share_cap:.0%}", knows), (f"blind mix, <= {args.share_cap:.0%}", blind)):
