@@ -110,3 +110,25 @@ def test_plan_leaf_follows_the_completion_rule_and_short_runs():
     assert best_under_share([t, t2], "l", 0.5, names=NAMES, free_steps=2).queries == 1
     with pytest.raises(ValueError, match="between 0 and 1"):
         best_plan_mix([t], "l", 30, names=NAMES, free_steps=2)
+
+
+def test_tree_signals_script_on_the_committed_held_out_tree(tmp_path):
+    """scripts/tree_signals.py reads signals and plan outcomes from a real tree with no model."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tree = root / "data" / "trees" / "qwen2.5-coder-0.5b-1.5b" / "gsm_symbolic-test"
+    out = tmp_path / "signals.json"
+    p = subprocess.run([sys.executable, str(root / "scripts" / "tree_signals.py"), str(tree), "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                                                                         "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    assert res["problems"] == 40 and len(res["targets"]) == 4
+    for t in res["targets"].values():
+        assert all(a is None or 0 <= a <= 1 for a in t["auc"].values()) and "question chars" in t["auc"]
+    assert res["best_plan_mix"]["accuracy"] <= res["best_under_share"]["accuracy"]
+    assert "AUC of each signal" in p.stdout
