@@ -16,13 +16,16 @@
 # and two RoRo runs side by side were OOM-killed on 24 GB. One thread per job runs best under
 # contention (docs/training.md), hence OMP_NUM_THREADS=1 for the trainings unless set.
 # A failed training is reported and left out; the later stages go on with the others, and the
-# script exits non-zero at the end.
+# script exits non-zero at the end. Ctrl-C stops the trainings in progress (they resume from their
+# checkpoints: --resume) and the script; for a run in the background, signal its process group
+# (kill -INT -- -PGID).
 #
 # Stage 1 (recording, hours on a CPU; the committed trees are its output) is:
 #   roro record-tree --out $TRAIN --dataset rg:gsm_symbolic --seed 0 --limit 300 --depth 1 --compact
 #   roro record-tree --out $TEST --dataset rg:gsm_symbolic --seed 1000 --limit 100 --depth 1 \
 #       --routers steer:0.8,specreason:0.6,trim:0.5,random:0.5 --seed 1000 --compact
 set -uo pipefail
+trap 'echo "interrupted"; exit 130' INT TERM  # runs once the stage in progress has stopped
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export RORO_LOCAL_BACKEND="${RORO_LOCAL_BACKEND:-torch}"  # the committed trees were recorded on torch (float32)
@@ -52,23 +55,32 @@ t() { date +%s; }
 failed=0
 
 # run_jobs: the jobs on stdin, one a line ("name<TAB>command"), at most JOBS at once; each logs to
-# OUT/name.log (follow one with tail -f) and leaves its exit status in OUT/name.rc
+# OUT/name.log (follow one with tail -f) and leaves its exit status in OUT/name.rc. A job runs
+# until its .rc exists (not `kill -0` on a pid, which another process may reuse). Background jobs
+# ignore Ctrl-C, so on INT or TERM the trainings are sent TERM (their checkpoints allow a resume).
 run_jobs() {
-  local pids=() name cmd p
+  local names=() wrappers=() name cmd n p running
+  trap 'for n in ${names[@]+"${names[@]}"}; do [[ -f "$OUT/$n.pid" ]] && kill -TERM "$(cat "$OUT/$n.pid")" 2>/dev/null; done
+        for p in ${wrappers[@]+"${wrappers[@]}"}; do wait "$p"; done; exit 130' INT TERM
   while IFS=$'\t' read -r name cmd; do
     if [[ "$JOBS" != all ]]; then
-      while :; do  # polling, not `wait -n`: that would also wait on a caller's process substitutions
-        local running=0
-        for p in ${pids[@]+"${pids[@]}"}; do kill -0 "$p" 2>/dev/null && running=$((running + 1)); done
+      while :; do
+        running=0
+        for n in ${names[@]+"${names[@]}"}; do [[ -f "$OUT/$n.rc" ]] || running=$((running + 1)); done
         (( running < JOBS )) && break
         sleep 1
       done
     fi
-    rm -f "$OUT/$name.rc"
-    ( bash -c "$cmd" > "$OUT/$name.log" 2>&1; echo $? > "$OUT/$name.rc" ) &
-    pids+=($!)
+    rm -f "$OUT/$name.rc" "$OUT/$name.pid"
+    ( bash -c "$cmd" > "$OUT/$name.log" 2>&1 &
+      echo $! > "$OUT/$name.pid"
+      wait $!
+      echo $? > "$OUT/$name.rc"
+      rm -f "$OUT/$name.pid" ) &
+    names+=("$name")
+    wrappers+=($!)
   done
-  for p in ${pids[@]+"${pids[@]}"}; do wait "$p"; done
+  for p in ${wrappers[@]+"${wrappers[@]}"}; do wait "$p"; done
 }
 job_ok() { [[ -f "$OUT/$1.rc" && "$(cat "$OUT/$1.rc")" == 0 ]]; }
 report_job() {  # the job's last progress lines, or its failure
@@ -84,8 +96,8 @@ q() { printf '%q ' "$@"; }  # a command line, quoted for run_jobs
 
 # 2. every routing of the training tree as trajectories, and preference pairs with exact step labels
 s=$(t)
-$PY -m roro_sdk tree leaves "$TRAIN" --limit "$TRAIN_QUERIES" --out "$OUT/leaves.jsonl" || exit 5
-$PY -m roro_sdk pairs --trajectories "$OUT/leaves.jsonl" --out "$OUT/pairs.jsonl" --process "tree:$TRAIN" \
+"$PY" -m roro_sdk tree leaves "$TRAIN" --limit "$TRAIN_QUERIES" --out "$OUT/leaves.jsonl" || exit 5
+"$PY" -m roro_sdk pairs --trajectories "$OUT/leaves.jsonl" --out "$OUT/pairs.jsonl" --process "tree:$TRAIN" \
     --stats-json "$OUT/pairs_stats.json" || exit 5
 echo "stage 2 (leaves, pairs): $(( $(t) - s )) s"
 
@@ -103,7 +115,7 @@ if [[ " $VARIANTS " == *" roro "* ]]; then
   s=$(t)
   for js in $JUDGE_SEEDS; do
     rm -rf "$OUT/judge-s$js"
-    printf 'judge-s%s\t%s\n' "$js" "OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $(q $PY -m roro_sdk train-judge \
+    printf 'judge-s%s\t%s\n' "$js" "OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $(q "$PY" -m roro_sdk train-judge \
       --trajectories "$OUT/leaves.jsonl" --pairs "$OUT/pairs.jsonl" --judge smollm2-135m-instruct \
       --rubricor smollm2-135m-instruct --config examples/configs/real/judge.yaml --labeler "$LABELER" \
       --seed "$js" --split-seed 0 --device "$DEVICE" ${steps[@]+"${steps[@]}"} --out "$OUT/judge-s$js")"
@@ -115,7 +127,7 @@ if [[ " $VARIANTS " == *" roro "* ]]; then
     job_ok "judge-s$js" && judges+=("$OUT/judge-s$js")
   done
   if [ ${#judges[@]} -gt 0 ]; then
-    if pick=$($PY -m roro_sdk pick-judge "${judges[@]}" --json "$OUT/judge-pick.json"); then
+    if pick=$("$PY" -m roro_sdk pick-judge "${judges[@]}" --json "$OUT/judge-pick.json"); then
       echo "$pick"
       JUDGE=$(echo "$pick" | tail -1)
     else
@@ -145,7 +157,7 @@ for variant in $VARIANTS; do
       extra=(--set "judge=$JUDGE" --set "judge_cache=$cache")
     fi
     [ -n "$LAMBDA_C" ] && extra+=(--set "rewards.lambda_c=$LAMBDA_C")
-    printf '%s-s%s\t%s\n' "$variant" "$seed" "OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $(q $PY -m roro_sdk train-router \
+    printf '%s-s%s\t%s\n' "$variant" "$seed" "OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $(q "$PY" -m roro_sdk train-router \
       --config "examples/configs/real/grpo_$variant.yaml" --set "dataset=tree:$TRAIN" --set "pool=tree:$TRAIN" \
       ${extra[@]+"${extra[@]}"} --set "seed=$seed" --set "updates=$UPDATES" --set "entropy_coef=$ENTROPY" \
       --set "train_queries=$TRAIN_QUERIES" --set "device=$DEVICE" --out "$OUT/$variant-s$seed" --overwrite)"
@@ -163,7 +175,7 @@ done
 # 4. every baseline and each seed's router on the held-out tree, against the exact best possible
 if [[ "$EVAL" == "1" ]]; then
   s=$(t)
-  $PY scripts/real_eval.py --tree "$TEST" ${args[@]+"${args[@]}"} --device "$DEVICE" \
+  "$PY" scripts/real_eval.py --tree "$TEST" ${args[@]+"${args[@]}"} --device "$DEVICE" \
       ${EVAL_BASELINES:+--baselines "$EVAL_BASELINES"} --report "$REPORT" --json "$REPORT/results.json" || exit 5
   echo "stage 4 (held-out evaluation): $(( $(t) - s )) s"
 fi
@@ -180,7 +192,7 @@ if [[ "${SHIP:-0}" == "1" ]]; then
   done
   incumbent=()
   [[ "${INCUMBENT:-policy:default}" != none ]] && incumbent=(--incumbent "${INCUMBENT:-policy:default}")
-  $PY scripts/ship_router.py --train-tree "$TRAIN" "${cands[@]}" ${incumbent[@]+"${incumbent[@]}"} \
+  "$PY" scripts/ship_router.py --train-tree "$TRAIN" "${cands[@]}" ${incumbent[@]+"${incumbent[@]}"} \
       --heldout "$REPORT/results.json" --out roro_sdk/data/routers/default || exit 5
 fi
 exit $failed

@@ -63,14 +63,16 @@ def main() -> int:
             sig: dict[str, float] = {"question chars": len(q), "question numbers": len(numbers(q))}
             for m in names:
                 r = tree.store.lookup(step_key(pool, tree.store, m, q, ()))["r"]
-                lp = r["token_logprobs"] or [0.0]
+                lp = r.get("token_logprobs")
+                if not lp:
+                    raise SystemExit(f"{folder}: the tree holds no token logprobs for {m}'s first step of {qt.query.id}")
                 sig[f"{m} step 1 mean logprob"] = statistics.fmean(lp)
                 sig[f"{m} step 1 min logprob"] = min(lp)
                 sig[f"{m} step 1 tokens"] = len(lp)
             rows.append({"query": qt.query.id, "right": {k: bool(v.correct) for k, v in leaves.items()}, "signals": sig})
     if not rows:
         raise SystemExit("no problem holds every plan in these trees")
-    small = names[0]
+    small = pool.small
     all_small = plan_label([small] * free)
     targets = {f"{all_small} right": lambda r: r["right"][all_small]}
     for p in plans:  # for each plan that uses the large model: it is right where all-small is not
@@ -96,13 +98,18 @@ def main() -> int:
     for s in sig_names:
         vals = [t["auc"][s] for t in table.values()]
         print(f"  {s:<{width}}" + "".join(f"{'n/a' if a is None else f'{a:.2f}':>7}" for a in vals))
-    print(f"with {large} writing at most {args.share_cap:.0%} of output tokens: best possible {knows.accuracy:.1%}; "
-          f"best blind mix of plans {blind.accuracy:.1%} ({', '.join(f'{w:.2f} {p}' for p, w in blind.plans.items())})")
+    if knows is None:
+        print(f"with {large} writing at most {args.share_cap:.0%} of output tokens: no routing fits")
+    else:
+        mix = "no plan mix fits" if blind is None else (
+            f"{blind.accuracy:.1%} ({', '.join(f'{w:.2f} {p}' for p, w in blind.plans.items())})")
+        print(f"with {large} writing at most {args.share_cap:.0%} of output tokens: best possible {knows.accuracy:.1%}; "
+              f"best blind mix of plans {mix}")
     if args.json:
         from dataclasses import asdict
 
         out = {"trees": args.trees, "problems": len(rows), "targets": table, "share_cap": args.share_cap,
-               "best_under_share": asdict(knows), "best_plan_mix": asdict(blind)}
+               "best_under_share": knows and asdict(knows), "best_plan_mix": blind and asdict(blind)}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -34,7 +34,9 @@ FAKE = textwrap.dedent(f"""\
     if cmd in ("train-judge", "train-router"):
         out = Path(opt("--out"))
         rec["start"] = time.time()
-        time.sleep(0.6)
+        with (log.parent / "started").open("a") as f:
+            f.write(str(os.getpid()) + "\\n")
+        time.sleep(float(os.environ.get("FAKE_SLEEP", "1.0")))
         rec["end"] = time.time()
         with log.open("a") as f:
             f.write(json.dumps(rec) + "\\n")
@@ -60,15 +62,19 @@ FAKE = textwrap.dedent(f"""\
     """)
 
 
-def run_pipeline(tmp_path: Path, script: str = "real_pipeline.sh", **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    fake = tmp_path / "fake_python"
+def pipeline_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    fake = tmp_path / "fake python"  # a space in the path: every command quotes it
     fake.write_text(FAKE)
     fake.chmod(0o755)
-    log = tmp_path / "calls.jsonl"
-    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PY": str(fake), "FAKE_LOG": str(log),
-            "OUT": str(tmp_path / "out"), "REPORT": str(tmp_path / "report"),
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PY": str(fake), "FAKE_LOG": str(tmp_path / "calls.jsonl"),
+            "OUT": str(tmp_path / "out dir"), "REPORT": str(tmp_path / "report"),
             "TRAIN": str(tmp_path / "train"), "TEST": str(tmp_path / "test")}
-    p = subprocess.run(["bash", str(ROOT / "scripts" / script)], env={**base, **env}, capture_output=True,
+    return {**base, **env}
+
+
+def run_pipeline(tmp_path: Path, script: str = "real_pipeline.sh", **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    log = tmp_path / "calls.jsonl"
+    p = subprocess.run(["bash", str(ROOT / "scripts" / script)], env=pipeline_env(tmp_path, **env), capture_output=True,
                        text=True, timeout=120)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return p, calls
@@ -92,7 +98,7 @@ def test_jobs_run_side_by_side_and_a_failed_judge_is_left_out(tmp_path):
     p, calls = run_pipeline(tmp_path, JOBS="2", JUDGE_SEEDS="0 1 2", SEEDS="0 1", VARIANTS="outcome roro",
                             FAIL="judge-s1", JUDGE_STEPS="50", DEVICE="cpu")
     assert p.returncode == 1, p.stdout + p.stderr  # the failure is the run's result
-    out = tmp_path / "out"
+    out = tmp_path / "out dir"
     judges = [c for c in calls if c["cmd"] == "train-judge"]
     routers = [c for c in calls if c["cmd"] == "train-router"]
     assert len(judges) == 3 and len(routers) == 4
@@ -120,7 +126,7 @@ def test_one_job_at_a_time_by_default_and_no_usable_judge_drops_roro(tmp_path):
     assert [opt(c, "--config")[0] for c in routers] == ["examples/configs/real/grpo_outcome.yaml"] * 2
     assert "the RoRo variant is left out" in p.stdout
     ev = next(c for c in calls if c["cmd"] == "scripts/real_eval.py")
-    assert opt(ev, "--router") == [f"outcome={tmp_path / 'out'}/outcome-s{s}/router" for s in (0, 1)]
+    assert opt(ev, "--router") == [f"outcome={tmp_path / 'out dir'}/outcome-s{s}/router" for s in (0, 1)]
 
 
 def test_a_failed_router_is_not_evaluated_and_blocks_shipping(tmp_path):
@@ -128,7 +134,7 @@ def test_a_failed_router_is_not_evaluated_and_blocks_shipping(tmp_path):
     assert p.returncode == 1
     assert "outcome-s0: FAILED" in p.stdout and "not shipping" in p.stdout
     ev = next(c for c in calls if c["cmd"] == "scripts/real_eval.py")
-    assert opt(ev, "--router") == [f"outcome={tmp_path / 'out'}/outcome-s1/router"]
+    assert opt(ev, "--router") == [f"outcome={tmp_path / 'out dir'}/outcome-s1/router"]
     assert not any(c["cmd"] == "scripts/ship_router.py" for c in calls)
 
 
@@ -152,3 +158,28 @@ def test_the_deprecated_gpu_script_maps_its_names(tmp_path):
     assert opt(leaves, "--limit") == ["12"]
     ev = next(c for c in calls if c["cmd"] == "scripts/real_eval.py")
     assert opt(ev, "--json") == [str(tmp_path / "gpu" / "report" / "results.json")]
+
+
+def test_ctrl_c_stops_the_trainings_in_progress_and_the_script(tmp_path):
+    """Background jobs ignore SIGINT; the script sends them TERM and stops with 130."""
+    import signal
+    import time
+
+    p = subprocess.Popen(["bash", str(ROOT / "scripts" / "real_pipeline.sh")], start_new_session=True,
+                         env=pipeline_env(tmp_path, JOBS="2", JUDGE_SEEDS="0 1 2", SEEDS="0", FAKE_SLEEP="60"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = tmp_path / "started"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (started.exists() and len(started.read_text().split()) == 2):
+        time.sleep(0.2)
+    pids = [int(x) for x in started.read_text().split()]
+    assert len(pids) == 2  # JOBS=2: two Judge seeds at once
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 130, out
+    assert "interrupted" in out and "stage 3b" not in out  # no later stage ran
+    time.sleep(0.5)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert len(started.read_text().split()) == 2  # the third seed never started

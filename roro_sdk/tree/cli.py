@@ -93,6 +93,8 @@ def cmd_tree_info(args: argparse.Namespace) -> int:
         print(f"with {pool.large} writing at most {cap:.0%} of output tokens ({knows.queries} queries holding every plan): "
               f"best possible {knows.accuracy:.1%} ({knows.share:.0%} of tokens); a router that knows nothing of the "
               f"query at best {_mix_text(blind)}")
+    elif front:
+        print(f"with {pool.large} writing at most {cap:.0%} of output tokens: no routing fits, or no query holds every plan")
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Sequence
 
 from .paths import Leaf, QueryTree
@@ -29,6 +30,7 @@ class ShareBound:
     share: float  # the model's share of all output tokens of the routings taken (expected, for a mix)
     queries: int
     plans: dict[str, float] = field(default_factory=dict)  # plan -> queries on it, or its weight in a mix
+    deterministic_accuracy: float | None = None  # best_under_share: one plan per query, no draw
 
 
 def plan_label(plan: Sequence[str]) -> str:
@@ -63,93 +65,106 @@ def _tokens(leaf: Leaf, model: str) -> tuple[int, int]:
     return leaf.output_tokens.get(model, 0), sum(leaf.output_tokens.values())
 
 
-def best_under_share(trees: Sequence[QueryTree], model: str, cap: float, *, names: Sequence[str],
-                     free_steps: int) -> ShareBound | None:
-    """The most accurate choice of one plan per query with ``model`` writing at most ``cap`` of
-    all output tokens (among equally accurate choices, the one furthest inside the cap). Exact: a
-    dynamic programme over the number of correct queries, each state keeping the smallest total
-    of ``model tokens - cap * all tokens`` that reaches it. None without a complete query, or
-    when no choice fits the cap."""
+def _excess(leaf: Leaf, model: str, cap: Fraction) -> Fraction:
+    """``model``'s tokens beyond ``cap`` of the leaf's output tokens, exactly (no float tolerance)."""
+    big, tot = _tokens(leaf, model)
+    return big - cap * tot
+
+
+def _cap(cap: float) -> Fraction:
     if not 0 <= cap <= 1:
         raise ValueError(f"cap is a share of output tokens, between 0 and 1 (got {cap})")
+    return Fraction(str(cap))  # 0.3 is 3/10, not the float nearest to it
+
+
+def best_under_share(trees: Sequence[QueryTree], model: str, cap: float, *, names: Sequence[str],
+                     free_steps: int) -> ShareBound | None:
+    """The most accurate routing with ``model`` writing at most ``cap`` of all output tokens,
+    choosing each query's plan knowing how every plan of it ends. ``accuracy`` lets one query mix
+    two plans (a router may draw at random, as :func:`best_plan_mix` does, so this bound is
+    never below it); ``deterministic_accuracy`` takes one plan per query. Both exact.
+
+    A query counts once right or not, so only two of its plans matter: the one with the fewest
+    tokens beyond the cap (``model tokens - cap x all tokens``), and the right one with the fewest.
+    Starting every query at the first, the optimum moves the queries whose right plan costs the
+    fewest extra tokens, in that order, while the slack under the cap lasts (the greedy solution
+    of this knapsack's relaxation, and with 0/1 values its integer part is the integer optimum).
+    None without a complete query, or when no choice fits the cap."""
+    c = _cap(cap)
     plans = plans_of(names, free_steps)
     rows = _complete(trees, plans)
     if not rows:
         return None
-    inf = float("inf")
-    best: list[float] = [0.0]              # best[k]: the smallest excess with k queries correct
-    back: list[list[int]] = []             # per query, per k: the plan taken
-    for _, leaves in rows:
-        excess = [b - cap * t for b, t in (_tokens(leaf, model) for leaf in leaves)]
-        right = [i for i, leaf in enumerate(leaves) if leaf.correct]
-        wrong = [i for i, leaf in enumerate(leaves) if not leaf.correct]
-        nxt = [inf] * (len(best) + 1)
-        pick = [-1] * (len(best) + 1)
-        for k, e in enumerate(best):
-            if e == inf:
-                continue
-            for i in wrong:
-                if e + excess[i] < nxt[k]:
-                    nxt[k], pick[k] = e + excess[i], i
-            for i in right:
-                if e + excess[i] < nxt[k + 1]:
-                    nxt[k + 1], pick[k + 1] = e + excess[i], i
-        best = nxt
-        back.append(pick)
-    fits = [k for k, e in enumerate(best) if e <= 1e-9]
-    if not fits:
+    start: list[int] = []
+    moves: list[tuple[Fraction, float, int, int]] = []  # (extra excess, extra cost, query, plan moved to)
+    for q, (_, leaves) in enumerate(rows):
+        key = lambda i: (_excess(leaves[i], model, c), leaves[i].cost_usd)  # noqa: E731
+        right = min((i for i, leaf in enumerate(leaves) if leaf.correct), key=key, default=None)
+        wrong = min((i for i, leaf in enumerate(leaves) if not leaf.correct), key=key, default=None)
+        if right is not None and (wrong is None or key(right)[0] <= key(wrong)[0]):
+            start.append(right)
+        else:
+            start.append(wrong)  # type: ignore[arg-type]
+            if right is not None:
+                moves.append((key(right)[0] - key(wrong)[0], leaves[right].cost_usd - leaves[wrong].cost_usd, q, right))
+    slack = -sum((_excess(rows[q][1][i], model, c) for q, i in enumerate(start)), Fraction(0))
+    if slack < 0:
         return None
-    k = max(fits)
-    chosen: list[int] = []
-    for (_, leaves), pick in zip(reversed(rows), reversed(back)):
-        i = pick[k]
-        chosen.append(i)
-        k -= bool(leaves[i].correct)
-    chosen.reverse()
-    taken = [leaves[i] for (_, leaves), i in zip(rows, chosen)]
-    counts: dict[str, float] = {}
-    for i in chosen:
-        counts[plan_label(plans[i])] = counts.get(plan_label(plans[i]), 0) + 1
-    big = sum(_tokens(leaf, model)[0] for leaf in taken)
-    tot = sum(_tokens(leaf, model)[1] for leaf in taken)
+    weights: list[dict[int, float]] = [{i: 1.0} for i in start]
+    whole = 0
+    for extra, _, q, i in sorted(moves):
+        if extra <= slack:
+            slack -= extra
+            weights[q] = {i: 1.0}
+            whole += 1
+        else:
+            f = float(slack / extra)
+            if f > 0:
+                weights[q] = {start[q]: 1 - f, i: f}
+            break
     n = len(rows)
-    return ShareBound(sum(bool(leaf.correct) for leaf in taken) / n, sum(leaf.cost_usd for leaf in taken) / n,
-                      big / tot if tot else 0.0, n, counts)
+    correct = sum(w * bool(rows[q][1][i].correct) for q, mix in enumerate(weights) for i, w in mix.items())
+    cost = sum(w * rows[q][1][i].cost_usd for q, mix in enumerate(weights) for i, w in mix.items())
+    big = sum(w * _tokens(rows[q][1][i], model)[0] for q, mix in enumerate(weights) for i, w in mix.items())
+    tot = sum(w * _tokens(rows[q][1][i], model)[1] for q, mix in enumerate(weights) for i, w in mix.items())
+    counts: dict[str, float] = {}
+    for mix in weights:
+        for i, w in mix.items():
+            counts[plan_label(plans[i])] = counts.get(plan_label(plans[i]), 0) + w
+    base = sum(bool(rows[q][1][i].correct) for q, i in enumerate(start))
+    return ShareBound(correct / n, cost / n, big / tot if tot else 0.0, n, counts, (base + whole) / n)
 
 
 def best_plan_mix(trees: Sequence[QueryTree], model: str, cap: float, *, names: Sequence[str],
                   free_steps: int) -> ShareBound | None:
     """The most accurate router that knows nothing of the query: one random mix of plans for
     every query, with ``model`` writing at most ``cap`` of the expected output tokens. Exact: a
-    linear programme over the plans, whose optimum is one plan or two mixed at the cap. None
-    without a complete query, or when no plan fits the cap."""
-    if not 0 <= cap <= 1:
-        raise ValueError(f"cap is a share of output tokens, between 0 and 1 (got {cap})")
+    linear programme over the plans, whose optimum is one plan or two mixed at the cap (among
+    equally accurate mixes, the cheapest). None without a complete query, or when no plan fits
+    the cap."""
+    c = _cap(cap)
     plans = plans_of(names, free_steps)
     rows = _complete(trees, plans)
     if not rows:
         return None
     n = len(rows)
-    stats = []
+    right, cost, big, tot, excess = [], [], [], [], []
     for j in range(len(plans)):
         leaves = [lv[j] for _, lv in rows]
-        big = sum(_tokens(leaf, model)[0] for leaf in leaves)
-        tot = sum(_tokens(leaf, model)[1] for leaf in leaves)
-        stats.append((sum(bool(leaf.correct) for leaf in leaves), sum(leaf.cost_usd for leaf in leaves), big, tot))
-    candidates: list[dict[int, float]] = [{j: 1.0} for j, s in enumerate(stats) if s[2] - cap * s[3] <= 1e-9]
+        right.append(sum(bool(leaf.correct) for leaf in leaves))
+        cost.append(sum(leaf.cost_usd for leaf in leaves))
+        big.append(sum(_tokens(leaf, model)[0] for leaf in leaves))
+        tot.append(sum(_tokens(leaf, model)[1] for leaf in leaves))
+        excess.append(sum((_excess(leaf, model, c) for leaf in leaves), Fraction(0)))
+    candidates: list[dict[int, Fraction]] = [{j: Fraction(1)} for j in range(len(plans)) if excess[j] <= 0]
     for i, j in itertools.permutations(range(len(plans)), 2):
-        wi, wj = (stats[i][2] - cap * stats[i][3]), (stats[j][2] - cap * stats[j][3])
-        if wi < 0 < wj:  # the mix of i and j that sits exactly at the cap
-            p = wj / (wj - wi)
+        if excess[i] < 0 < excess[j]:  # the mix of i and j that sits exactly at the cap
+            p = excess[j] / (excess[j] - excess[i])
             candidates.append({i: p, j: 1 - p})
-
-    def value(mix: dict[int, float]) -> tuple[float, float]:
-        return (sum(p * stats[j][0] for j, p in mix.items()), -sum(p * stats[j][1] for j, p in mix.items()))
-
     if not candidates:
         return None
-    mix = max(candidates, key=value)
-    big = sum(p * stats[j][2] for j, p in mix.items())
-    tot = sum(p * stats[j][3] for j, p in mix.items())
-    return ShareBound(value(mix)[0] / n, -value(mix)[1] / n, big / tot if tot else 0.0, n,
-                      {plan_label(plans[j]): p for j, p in sorted(mix.items(), key=lambda x: -x[1])})
+    mix = max(candidates, key=lambda m: (sum(p * right[j] for j, p in m.items()), -sum(float(p) * cost[j] for j, p in m.items())))
+    b = sum(float(p) * big[j] for j, p in mix.items())
+    t = sum(float(p) * tot[j] for j, p in mix.items())
+    return ShareBound(float(sum(p * right[j] for j, p in mix.items())) / n, sum(float(p) * cost[j] for j, p in mix.items()) / n,
+                      b / t if t else 0.0, n, {plan_label(plans[j]): float(p) for j, p in sorted(mix.items(), key=lambda x: -x[1])})
