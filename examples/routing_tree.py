@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from roro_sdk.eval import evaluate, write_report  # noqa: E402
-from roro_sdk.tree import RoutingTree, record_tree  # noqa: E402
+from roro_sdk.tree import RoutingTree, best_plan_mix, best_under_share, record_tree  # noqa: E402
 
 ROUTERS = ["steer:0.8", "specreason:0.5", "trim:0.5"]
 
@@ -61,6 +61,13 @@ def main() -> None:
         share = b.gain_share.get(r.label)
         print(f"{r.label:<16} {r.accuracy:8.1%} {r.mean_cost_usd:10.3g} {'-' if share is None else f'{share:.0%}':>25}")
     print(f"{'best possible':<16} {b.accuracy:8.1%} {b.mean_cost_usd:10.3g}   (exact, inside the tree)")
+    # under a cap on the large model's share of output tokens: the best a router can do knowing
+    # each query's outcomes, and knowing nothing of the query (a fixed random mix of plans)
+    trees, kw = tree.query_trees(pool=pool), dict(names=pool.names, free_steps=tree.free_steps)
+    knows, blind = best_under_share(trees, pool.large, 0.3, **kw), best_plan_mix(trees, pool.large, 0.3, **kw)
+    if knows is not None and blind is not None:
+        print(f"{pool.large} at most 30% of output tokens: best possible {knows.accuracy:.1%}, "
+              f"best blind mix of plans {blind.accuracy:.1%}")
     paths = write_report(results, out / "report", plots=False)
     print(f"report: {paths['markdown']}")
 
