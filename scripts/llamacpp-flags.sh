@@ -3,7 +3,8 @@
 #   bash scripts/llamacpp-flags.sh [--isa avx512|avx2|native] [--cpuinfo FILE] [--arch ARCH]
 # Prints one line, ISA<TAB>CMAKE_ARGS (no flags for native: llama.cpp's own choice).
 # Why not native on x86-64: llama.cpp's native build crashes at the first generation on some
-# AVX-512 CPUs (AMX ones among them). AVX-512 with VNNI (AMX and AVX512-BF16 off) runs, and
+# AVX-512 CPUs (AMX ones among them: the AMX build dies with SIGILL at its first tile instruction
+# on a virtual machine that lists AMX, docs/benchmarks/local.md). AVX-512 with VNNI (AMX and AVX512-BF16 off) runs, and
 # decodes as fast as AVX2 on this project's machines (benchmarks/llamacpp_decode.py); AVX2 is
 # the fallback setup.sh takes if it cannot generate.
 set -euo pipefail
