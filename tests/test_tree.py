@@ -423,6 +423,27 @@ def test_snapshot_copies_the_complete_prefix_of_a_tree_being_recorded(tmp_path, 
         snapshot_tree(tmp_path, tmp_path / "x")
 
 
+def test_snapshot_stops_where_the_side_call_routers_have_not_run_yet(tmp_path):
+    """A recording runs its side-call routers after the trees of all its queries: stopped between
+    the two, a query's tree is complete but STEER's probes on it are not recorded. A snapshot
+    must not keep such a query (replaying STEER on it would leave the tree)."""
+    from roro_sdk.tree.snapshot import snapshot_tree
+
+    spec = "sim:min_steps=3,max_steps=5"
+    pool, qs = sim_pool(parse_sim_spec(spec)), sim_queries(spec, n=5, seed=4)
+    folder = tmp_path / "tree"
+    ds = {"dataset": spec, "seed": 4, "n": 5}
+    record_tree(pool, qs[:3], folder, depth=1, max_steps=12, routers=["steer:0.8"], seed=4, dataset=ds)
+    record_tree(pool, qs, folder, depth=1, max_steps=12, seed=4, dataset=ds)  # trees only, for all five
+    assert all(not t.missing for t in RoutingTree(folder).query_trees())
+    snap = snapshot_tree(folder, tmp_path / "snap")
+    assert [q.id for q in snap.queries] == [q.id for q in qs[:3]]
+    res = StepwiseRuntime(snap.pool(), make_router("steer:0.8", seed=4), max_steps=12).run_many(snap.queries)
+    assert all(t.stop_reason != "error" for t in res)
+    record_tree(pool, qs, folder, depth=1, max_steps=12, routers=["steer:0.8"], seed=4, dataset=ds)  # the rest of the run
+    assert len(snapshot_tree(folder, tmp_path / "snap").queries) == 5
+
+
 def test_a_recording_stopped_part_way_holds_its_first_queries_complete(tmp_path):
     """Queries are recorded ``concurrency`` at a time, in the dataset's order, each tree level by
     level: a recording stopped part-way (here by its cost cap; a kill is the same) holds complete

@@ -20,10 +20,34 @@ from .store import COMPACT, CALLS, TreeStore
 QUERIES = "queries.jsonl"
 
 
+def _side_calls_replayed(tree: RoutingTree, n: int) -> int:
+    """How many of the first ``n`` queries every side-call router of the recording replays to the
+    end inside the tree. A recording runs those routers after the trees of all its queries, so a
+    query whose tree is complete may still lack their calls; a snapshot stops before it."""
+    routers = tree.manifest.recording.side_call_routers
+    if not routers or n == 0:
+        return n
+    from ..routers import make_router
+    from ..runtime import StepwiseRuntime
+
+    rec = tree.manifest.recording
+    seed = int((tree.manifest.datasets or [{}])[0].get("seed", 0))  # what the recorder seeded them with
+    pool, queries = tree.pool(), tree.queries[:n]
+    for spec in routers:
+        rt = StepwiseRuntime(pool, make_router(spec, seed=seed), max_steps=rec.max_steps, stop_on_repeat=rec.stop_on_repeat)
+        for i, t in enumerate(rt.run_many(queries)):
+            if t.stop_reason == "error":
+                n = i
+                break
+        queries = queries[:n]
+    return n
+
+
 def snapshot_tree(src: str | Path, dst: str | Path, *, limit: int | None = None) -> RoutingTree:
     """Copy the first complete queries of the tree in ``src`` (at most ``limit``) into ``dst``
     (replaced), compacted and pinned by its manifest. A query is complete when every routing of
-    the tree's depth reaches its end; the first incomplete one ends the snapshot."""
+    the tree's depth reaches its end and every side-call router of the recording replays it to
+    the end; the first incomplete one ends the snapshot."""
     src, dst = Path(src), Path(dst)
     if not (src / "manifest.json").is_file():
         raise ConfigError(f"{src} is not a routing tree (no manifest.json); record one with 'roro record-tree'")
@@ -46,6 +70,7 @@ def snapshot_tree(src: str | Path, dst: str | Path, *, limit: int | None = None)
             break
         keep.append(line)
     keep = keep[:limit] if limit is not None else keep
+    keep = keep[:_side_calls_replayed(RoutingTree(tmp), len(keep))]
     if not keep:
         shutil.rmtree(tmp)
         raise ConfigError(f"{src}: no query is complete yet; let the recording run longer")
