@@ -64,7 +64,7 @@ def main() -> int:
     t0 = time.perf_counter()
     # the seed the tree's router side calls were recorded with: a seeded router (random) then
     # replays its recorded paths instead of leaving the tree
-    seed = args.seed if args.seed is not None else int((tree.manifest.datasets or [{}])[0].get("seed", 0))
+    seed = args.seed if args.seed is not None else tree.recording_seed
     res = evaluate(pool, queries, routers, max_steps=tree.manifest.recording.max_steps, progress=False, seed=seed,
                    dataset=f"tree:{tree.folder.name} ({len(queries)} held-out queries)", bootstrap=2000)
     wall = time.perf_counter() - t0

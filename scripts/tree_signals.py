@@ -44,7 +44,7 @@ def main() -> int:
 
     from roro_sdk.tree import RoutingTree
     from roro_sdk.tree.paths import step_key
-    from roro_sdk.tree.token_share import best_plan_mix, best_under_share, plan_label, plan_leaf, plans_of
+    from roro_sdk.tree.token_share import best_plan_mix, best_under_share, complete_plans, plan_label, plans_of
 
     rows, all_trees, free, names, large = [], [], None, None, None
     for folder in args.trees:
@@ -54,10 +54,8 @@ def main() -> int:
             raise SystemExit(f"{folder}: another pool or depth than {args.trees[0]}; give trees of one pool")
         names, free, large = list(pool.names), tree.free_steps, pool.large
         plans = plans_of(names, free)
-        for qt in tree.query_trees(pool=pool):
-            leaves = {plan_label(p): plan_leaf(qt, p) for p in plans}
-            if any(v is None for v in leaves.values()):
-                continue
+        for qt, plan_leaves in complete_plans(tree.query_trees(pool=pool), plans):
+            leaves = {plan_label(p): leaf for p, leaf in zip(plans, plan_leaves)}
             all_trees.append(qt)
             q = qt.query.question
             sig: dict[str, float] = {"question chars": len(q), "question numbers": len(numbers(q))}

@@ -9,7 +9,7 @@ import pytest
 
 from roro_sdk.tree import RoutingTree
 from roro_sdk.tree.paths import Leaf, QueryTree
-from roro_sdk.tree.token_share import best_plan_mix, best_under_share, plan_leaf, plans_of
+from roro_sdk.tree.token_share import best_plan_mix, best_under_share, plans_of
 from roro_sdk.types import Query
 
 NAMES = ["s", "l"]
@@ -44,7 +44,7 @@ def test_best_under_share_is_the_brute_force_optimum(cap):
     for _ in range(25):
         trees = [random_tree(rng, i) for i in range(5)]
         got = best_under_share(trees, "l", cap, names=NAMES, free_steps=2)
-        options = [[plan_leaf(t, p) for p in plans] for t in trees]
+        options = [[t.routing(p) for p in plans] for t in trees]
         feasible = [c for c in itertools.product(*options) if share(c) <= cap + 1e-12]
         if not feasible:
             assert got is None
@@ -84,7 +84,7 @@ def test_best_plan_mix_is_the_best_blind_mix(cap):
         got = best_plan_mix(trees, "l", cap, names=NAMES, free_steps=2)
         per = []
         for p in plans:
-            leaves = [plan_leaf(t, p) for t in trees]
+            leaves = [t.routing(p) for t in trees]
             per.append((sum(bool(leaf.correct) for leaf in leaves) / 8,
                         sum(leaf.output_tokens.get("l", 0) for leaf in leaves),
                         sum(sum(leaf.output_tokens.values()) for leaf in leaves)))
@@ -119,13 +119,13 @@ def test_a_knowing_router_is_never_below_a_blind_one():
                 assert knows.accuracy >= blind.accuracy - 1e-9
 
 
-def test_plan_leaf_follows_the_completion_rule_and_short_runs():
+def test_a_plan_reaches_its_leaf_by_the_completion_rule_or_a_run_that_ended_sooner():
     t = QueryTree(query=Query(id="q", question="x"), leaves=[
         Leaf(routing=("s",), stop="answer", answer="1", correct=True, cost_usd=1e-6, output_tokens={"s": 5}),
         Leaf(routing=("l", "s", "s"), stop="answer", answer="2", correct=False, cost_usd=2e-6, output_tokens={"l": 5, "s": 9}),
         Leaf(routing=("l", "l", "l"), stop="answer", answer="3", correct=True, cost_usd=3e-6, output_tokens={"l": 14})])
-    assert plan_leaf(t, ("s", "l")).answer == "1" and plan_leaf(t, ("s", "s")).answer == "1"  # ended after step 1
-    assert plan_leaf(t, ("l", "s")).answer == "2" and plan_leaf(t, ("l", "l")).answer == "3"
+    assert t.routing(("s", "l")).answer == "1" and t.routing(("s", "s")).answer == "1"  # ended after step 1
+    assert t.routing(("l", "s")).answer == "2" and t.routing(("l", "l")).answer == "3"
     # a tree missing a plan is left out of both bounds
     t2 = QueryTree(query=Query(id="q2", question="x"), leaves=t.leaves[1:])
     assert best_under_share([t2], "l", 0.5, names=NAMES, free_steps=2) is None

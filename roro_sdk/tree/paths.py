@@ -87,9 +87,10 @@ class QueryTree:
 
     def routing(self, models: Sequence[str]) -> Leaf | None:
         """The leaf of a fixed-model routing prefix, e.g. all-small = ``[small]``, extended by the
-        completion rule (the last model continues)."""
+        completion rule (the last model continues); a run that ended within the prefix is its leaf too."""
         for l in self.leaves:
-            if list(l.routing[:len(models)]) == list(models) and all(m == models[-1] for m in l.routing[len(models):]):
+            n = len(l.routing)
+            if l.routing == tuple(models[:n]) + (models[-1],) * max(0, n - len(models)):
                 return l
         return None
 

@@ -42,6 +42,12 @@ class RoutingTree:
         router may choose freely there, and must keep its last model after (the completion rule)."""
         return self.manifest.recording.depth + 1
 
+    @property
+    def recording_seed(self) -> int:
+        """The seed its side-call routers were recorded with (the dataset's): a seeded router
+        (random) given it replays its recorded paths instead of leaving the tree."""
+        return int((self.manifest.datasets or [{}])[0].get("seed", 0))
+
     def check_max_steps(self, max_steps: int, *, option: str = "--max-steps", error: type[Exception] = ConfigError) -> None:
         """Refuse runs longer than the tree recorded (``error`` naming ``option``): their steps are not in it."""
         recorded = self.manifest.recording.max_steps

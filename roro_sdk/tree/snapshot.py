@@ -31,7 +31,7 @@ def _side_calls_replayed(tree: RoutingTree, n: int) -> int:
     from ..runtime import StepwiseRuntime
 
     rec = tree.manifest.recording
-    seed = int((tree.manifest.datasets or [{}])[0].get("seed", 0))  # what the recorder seeded them with
+    seed = tree.recording_seed
     pool, queries = tree.pool(), tree.queries[:n]
     for spec in routers:
         rt = StepwiseRuntime(pool, make_router(spec, seed=seed), max_steps=rec.max_steps, stop_on_repeat=rec.stop_on_repeat)

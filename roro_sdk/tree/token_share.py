@@ -37,25 +37,15 @@ def plan_label(plan: Sequence[str]) -> str:
     return ",".join(plan)
 
 
-def plan_leaf(tree: QueryTree, plan: Sequence[str]) -> Leaf | None:
-    """The leaf a router following ``plan`` reaches: the plan's models on the free steps, the
-    last one after (the completion rule); a run that ended sooner is the plan's leaf too."""
-    for leaf in tree.leaves:
-        n = len(leaf.routing)
-        want = tuple(plan[:n]) + (plan[-1],) * max(0, n - len(plan))
-        if leaf.routing == want:
-            return leaf
-    return None
-
-
 def plans_of(names: Sequence[str], free_steps: int) -> list[tuple[str, ...]]:
     return list(itertools.product(names, repeat=free_steps))
 
 
-def _complete(trees: Sequence[QueryTree], plans: Sequence[tuple[str, ...]]) -> list[tuple[QueryTree, list[Leaf]]]:
+def complete_plans(trees: Sequence[QueryTree], plans: Sequence[tuple[str, ...]]) -> list[tuple[QueryTree, list[Leaf]]]:
+    """The queries whose tree holds every plan, each with its leaf per plan (in ``plans``' order)."""
     out = []
     for t in trees:
-        leaves = [plan_leaf(t, p) for p in plans]
+        leaves = [t.routing(p) for p in plans]
         if all(leaf is not None for leaf in leaves):
             out.append((t, leaves))  # type: ignore[arg-type]
     return out
@@ -92,7 +82,7 @@ def best_under_share(trees: Sequence[QueryTree], model: str, cap: float, *, name
     None without a complete query, or when no choice fits the cap."""
     c = _cap(cap)
     plans = plans_of(names, free_steps)
-    rows = _complete(trees, plans)
+    rows = complete_plans(trees, plans)
     if not rows:
         return None
     start: list[int] = []
@@ -144,7 +134,7 @@ def best_plan_mix(trees: Sequence[QueryTree], model: str, cap: float, *, names: 
     the cap."""
     c = _cap(cap)
     plans = plans_of(names, free_steps)
-    rows = _complete(trees, plans)
+    rows = complete_plans(trees, plans)
     if not rows:
         return None
     n = len(rows)
