@@ -444,18 +444,27 @@ def test_snapshot_stops_where_the_side_call_routers_have_not_run_yet(tmp_path):
     assert len(snapshot_tree(folder, tmp_path / "snap").queries) == 5
 
 
-def test_a_recording_stopped_part_way_holds_its_first_queries_complete(tmp_path):
+@pytest.mark.parametrize("routers", [[], ["steer:0.8", "trim:0.5"]])
+def test_a_recording_stopped_part_way_holds_its_first_queries_complete(tmp_path, routers):
     """Queries are recorded ``concurrency`` at a time, in the dataset's order, each tree level by
-    level: a recording stopped part-way (here by its cost cap; a kill is the same) holds complete
-    trees for a prefix of its queries, which a snapshot keeps. (Expanding every query's first level
-    before any second one left an hour of real recording without one complete query.)"""
+    level and then its side-call routers: a recording stopped part-way (here by its cost cap; a
+    kill is the same) holds complete trees and side calls for a prefix of its queries, which a
+    snapshot keeps. (Expanding every query's first level before any second one left an hour of
+    real recording without one complete query; running the routers after every query's tree left
+    a stopped recording with none they could replay.)"""
     from roro_sdk.tree.snapshot import snapshot_tree
 
     spec = "sim:min_steps=4,max_steps=6"
     pool, qs = sim_pool(parse_sim_spec(spec)), sim_queries(spec, n=12, seed=5)
-    whole = record_tree(pool, qs, tmp_path / "whole", depth=1, max_steps=12, concurrency=2)
-    part = record_tree(pool, qs, tmp_path / "part", depth=1, max_steps=12, concurrency=2, cost_cap=whole.cost_usd / 2)
+    whole = record_tree(pool, qs, tmp_path / "whole", depth=1, max_steps=12, concurrency=2, routers=routers)
+    assert whole.router_live_calls > 0 if routers else whole.router_live_calls == 0
+    assert whole.live_calls + whole.router_live_calls == len(TreeStore(tmp_path / "whole"))
+    part = record_tree(pool, qs, tmp_path / "part", depth=1, max_steps=12, concurrency=2, cost_cap=whole.cost_usd / 2,
+                       routers=routers)
     assert part.stopped and not part.complete
     snap = snapshot_tree(tmp_path / "part", tmp_path / "snap")
     assert [q.id for q in snap.queries] == [q.id for q in qs[:len(snap.queries)]]
     assert len(snap.queries) >= 4  # half the cost: about half the queries, less the two in flight
+    for spec_ in routers:
+        runs = StepwiseRuntime(snap.pool(), make_router(spec_), max_steps=12).run_many(snap.queries)
+        assert all(t.stop_reason != "error" for t in runs), spec_

@@ -10,10 +10,11 @@ to ``calls.jsonl`` at once (see :mod:`.store`), so a kill loses only the calls i
 with the same arguments answers every recorded call from the file and records only the rest, so
 it produces the same tree.
 
-After the tree, each router of ``routers`` (e.g. STEER, SpecReason, TRIM) is run once over the
-queries on the growing tree: every call it makes that the tree lacks (a probe, a verification, a
-path that switches model after ``depth``) is made live and recorded, so that router then replays
-with zero calls. ``cost_cap`` (dollars of live calls in this run) stops recording before a
+Right after each query's tree, each router of ``routers`` (e.g. STEER, SpecReason, TRIM) is run
+on that query over the growing tree: every call it makes that the tree lacks (a probe, a
+verification, a path that switches model after ``depth``) is made live and recorded, so that
+router then replays with zero calls. Doing this per query, not after every query's tree, keeps a
+stopped recording usable up to its last finished query, side calls included. ``cost_cap`` (dollars of live calls in this run) stops recording before a
 tree call that could pass it (its :meth:`~roro_sdk.pool.ModelPool.call_cost_bound`, counting the
 calls in flight at theirs), and before each query's run of a router; a re-run with a higher cap
 continues where it stopped. Steps are recorded without the models' fallbacks: the tree holds what
@@ -120,9 +121,12 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         check_local_dtypes(manifest, folder=folder)
     else:
         manifest = TreeManifest.of_pool(pool, settings)
-        manifest.save(folder)
+    # listed before the first call: a snapshot of a killed recording must check these routers' calls
+    manifest.recording.side_call_routers = sorted(set(manifest.recording.side_call_routers) | {r.strip() for r in routers})
+    manifest.save(folder)
     append_queries(folder, qs)
     store = TreeStore(folder, live=True, seed_in_key=settings.seed_in_key)
+    stores_before = store.stores
     res = RecordResult(folder=str(folder), queries=len(qs))
     bar = _bar(progress)
     t0 = time.perf_counter()
@@ -138,9 +142,10 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
             bar.close()
         res.complete = res.complete and not res.errors  # a failed branch is a hole: re-run to fill it
         res.wall_s = time.perf_counter() - t0
+        # every live call is stored once; those that are not the tree's steps are the routers'
+        res.router_live_calls = store.stores - stores_before - res.live_calls
         res.output_tokens, res.cost_usd = store.stored_output_tokens, store.stored_cost_usd
         store.close()
-    manifest.recording.side_call_routers = sorted(set(manifest.recording.side_call_routers) | {r.strip() for r in routers})
     if dataset is not None and dataset not in manifest.datasets:
         manifest.datasets.append(dataset)
     for name, dt in local_dtypes(pool).items():
@@ -156,8 +161,8 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
 
 
 class _Recorder:
-    """Expands the trees of queries over one pool whose cache is ``store`` (live), each level by
-    level, ``concurrency`` queries at a time in order; then runs the side-call routers over them."""
+    """Records queries over one pool whose cache is ``store`` (live), ``concurrency`` at a time in
+    order: each query's tree level by level, then the side-call routers on it."""
 
     def __init__(self, rpool: ModelPool, store: TreeStore, settings: RecordingSettings, side: Sequence[Any], *,
                  concurrency: int, cost_cap: float | None, res: RecordResult, bar: Any = None) -> None:
@@ -172,25 +177,27 @@ class _Recorder:
         return stop_after(texts, max_steps=self.settings.max_steps, stop_on_repeat=self.settings.stop_on_repeat) is not None
 
     async def run(self, qs: Sequence[Query]) -> None:
-        await _all_or_cancel([self._tree(q) for q in qs])
-        for router in self.side:
-            if self.res.stopped is not None:
-                break
-            before = self.store.stores
-            rt = StepwiseRuntime(self.rpool, router, max_steps=self.settings.max_steps, stop_on_repeat=self.settings.stop_on_repeat)
-            await _all_or_cancel([self._route(rt, router.name, q) for q in qs])
-            self.res.router_live_calls += self.store.stores - before
+        s = self.settings
+        runtimes = [(r.name, StepwiseRuntime(self.rpool, r, max_steps=s.max_steps, stop_on_repeat=s.stop_on_repeat))
+                    for r in self.side]
+        await _all_or_cancel([self._query(q, runtimes) for q in qs])
+
+    async def _query(self, q: Query, runtimes: list[tuple[str, StepwiseRuntime]]) -> None:
+        async with self.window:
+            await self._tree(q)
+            if runtimes and self.res.stopped is None:
+                # together: their few live calls join one engine batch
+                await _all_or_cancel([self._route(rt, name, q) for name, rt in runtimes])
 
     async def _tree(self, q: Query) -> None:
-        async with self.window:
-            level: list[tuple[Query, tuple[str, ...], tuple[str, ...]]] = [(q, (), ())]
-            while level:
-                jobs = [(q, p, t, m) for q, p, t in level for m in next_models(p, self.rpool.names, self.settings.depth)]
-                if self.bar is not None:
-                    self.bar.total = (self.bar.total or 0) + len(jobs)
-                    self.bar.refresh()
-                done = await _all_or_cancel([self._expand(*j) for j in jobs])
-                level = [d for d in done if d is not None]
+        level: list[tuple[Query, tuple[str, ...], tuple[str, ...]]] = [(q, (), ())]
+        while level:
+            jobs = [(q, p, t, m) for q, p, t in level for m in next_models(p, self.rpool.names, self.settings.depth)]
+            if self.bar is not None:
+                self.bar.total = (self.bar.total or 0) + len(jobs)
+                self.bar.refresh()
+            done = await _all_or_cancel([self._expand(*j) for j in jobs])
+            level = [d for d in done if d is not None]
 
     async def _expand(self, q: Query, path: tuple[str, ...], texts: tuple[str, ...], m: str) -> tuple | None:
         key = step_key(self.rpool, self.store, m, q.question, texts)
@@ -278,8 +285,7 @@ class TreeRecordWorker:
         async def record(q: Query) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             res = RecordResult(folder=self.folder, queries=1)
             await _Recorder(rpool, store, self.settings, side, concurrency=self.concurrency, cost_cap=None, res=res).run([q])
-            return store.drain(), {"calls": res.calls, "live_calls": res.live_calls,
-                                   "router_live_calls": res.router_live_calls, "errors": res.errors}
+            return store.drain(), {"calls": res.calls, "live_calls": res.live_calls, "errors": res.errors}
 
         return record
 
@@ -301,7 +307,6 @@ async def _record_on_ray(pool: ModelPool, store: TreeStore, qs: list[Query], set
         store.add_lines(lines)
         res.calls += counts["calls"]
         res.live_calls += counts["live_calls"]
-        res.router_live_calls += counts["router_live_calls"]
         res.errors.extend(counts["errors"])
         if bar is not None:
             bar.update(1)
@@ -314,7 +319,7 @@ async def _record_on_ray(pool: ModelPool, store: TreeStore, qs: list[Query], set
         return True
 
     def give_up(i: int, q: Query, why: str) -> Any:
-        return [], {"calls": 0, "live_calls": 0, "router_live_calls": 0, "errors": [f"{q.id}: {why}"]}
+        return [], {"calls": 0, "live_calls": 0, "errors": [f"{q.id}: {why}"]}
 
     if bar is not None:
         bar.total = len(qs)

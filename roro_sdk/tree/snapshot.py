@@ -22,8 +22,9 @@ QUERIES = "queries.jsonl"
 
 def _side_calls_replayed(tree: RoutingTree, n: int) -> int:
     """How many of the first ``n`` queries every side-call router of the recording replays to the
-    end inside the tree. A recording runs those routers after the trees of all its queries, so a
-    query whose tree is complete may still lack their calls; a snapshot stops before it."""
+    end inside the tree. A recording runs them on each query right after its tree (until
+    2026-11-30: after the trees of all its queries), so a query whose tree is complete may still
+    lack their calls when the recording stopped between the two; a snapshot stops before it."""
     routers = tree.manifest.recording.side_call_routers
     if not routers or n == 0:
         return n
