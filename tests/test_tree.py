@@ -468,3 +468,25 @@ def test_a_recording_stopped_part_way_holds_its_first_queries_complete(tmp_path,
     for spec_ in routers:
         runs = StepwiseRuntime(snap.pool(), make_router(spec_), max_steps=12).run_many(snap.queries)
         assert all(t.stop_reason != "error" for t in runs), spec_
+
+
+def test_query_window_bounds_the_queries_in_flight_not_the_calls(tmp_path):
+    """Many calls in flight fill a local engine's batches; a small query window keeps queries
+    finishing one after another, so a stopped recording still holds a long complete prefix."""
+    from roro_sdk.tree.snapshot import snapshot_tree
+
+    spec = "sim:min_steps=4,max_steps=6"
+    pool, qs = sim_pool(parse_sim_spec(spec)), sim_queries(spec, n=12, seed=5)
+    whole = record_tree(pool, qs, tmp_path / "whole", depth=1, max_steps=12, concurrency=8, query_window=1)
+    assert whole.complete
+    want = {t.query.id: sorted((l.routing, l.correct) for l in t.leaves) for t in RoutingTree(tmp_path / "whole").query_trees()}
+    other = record_tree(pool, qs, tmp_path / "other", depth=1, max_steps=12, concurrency=3)
+    assert other.complete
+    assert {t.query.id: sorted((l.routing, l.correct) for l in t.leaves) for t in RoutingTree(tmp_path / "other").query_trees()} == want
+    part = record_tree(pool, qs, tmp_path / "part", depth=1, max_steps=12, concurrency=8, query_window=1,
+                       cost_cap=whole.cost_usd / 2)
+    assert part.stopped
+    # half the cost: about half the queries, less the one in flight
+    assert len(snapshot_tree(tmp_path / "part", tmp_path / "snap").queries) >= 5
+    with pytest.raises(ConfigError, match="query_window"):
+        record_tree(pool, qs, tmp_path / "bad", query_window=0)

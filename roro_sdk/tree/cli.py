@@ -26,7 +26,7 @@ def cmd_record_tree(args: argparse.Namespace) -> int:
     routers = [r.strip() for r in args.routers.split(",") if r.strip()] if args.routers else []
     dataset = {"dataset": args.dataset, "seed": args.seed, "n": len(queries)}
     res = record_tree(pool, queries, args.out, depth=args.depth, max_steps=args.max_steps, concurrency=args.concurrency,
-                      cost_cap=args.cost_cap, routers=routers, seed=args.seed, dataset=dataset, progress=not args.quiet,
+                      query_window=args.query_window, cost_cap=args.cost_cap, routers=routers, seed=args.seed, dataset=dataset, progress=not args.quiet,
                       compact=args.compact, ray=ray)
     print(f"record-tree: {res.queries} queries, {res.calls} tree steps ({res.live_calls} made now), "
           f"{res.router_live_calls} router calls made now, {len(res.errors)} errors; {res.wall_s:.1f} s, "
@@ -151,7 +151,10 @@ def add_commands(sub: Any, common: Any) -> None:
     p.add_argument("--routers", default="",
                    help="comma-separated router specs run over the tree to record their side calls, e.g. "
                         "steer:0.8,specreason:0.5,trim:0.5")
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=16, help="calls in flight (a local engine batches them; default 16)")
+    p.add_argument("--query-window", type=int, default=None,
+                   help="queries in flight, started in order (default: --concurrency); fewer keep a stopped recording's "
+                        "complete prefix long while many calls fill the engine's batches")
     p.add_argument("--cost-cap", type=float, default=None, help="dollars of live calls; recording stops before passing it")
     p.add_argument("--compact", action="store_true", help="when complete, compress the calls into calls.jsonl.gz")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

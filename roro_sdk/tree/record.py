@@ -2,10 +2,11 @@
 
 Each query's tree is expanded level by level (the steps of one level are independent, so they go
 out together and a local engine batches them: continuous batching with prefix reuse, the children
-of one node share its whole prompt), ``concurrency`` queries at a time, started in the dataset's
-order. So a recording stopped at any point holds its queries complete in order but for the last
-``concurrency`` or so, and ``roro tree snapshot`` can keep that prefix; expanding every query's
-first level before any second one would leave hours of work without one complete query. Each finished call is appended
+of one node share its whole prompt), ``query_window`` queries at a time (``concurrency`` calls),
+started in the dataset's order. So a recording stopped at any point holds its queries complete in
+order but for the last ``query_window`` or so, and ``roro tree snapshot`` can keep that prefix;
+expanding every query's first level before any second one would leave hours of work without one
+complete query. Each finished call is appended
 to ``calls.jsonl`` at once (see :mod:`.store`), so a kill loses only the calls in flight; a re-run
 with the same arguments answers every recorded call from the file and records only the rest, so
 it produces the same tree.
@@ -81,13 +82,14 @@ def _seed_in_key(pool: ModelPool) -> bool:
 
 async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], folder: str | Path, *, depth: int = 1,
                        max_steps: int = 24, stop_on_repeat: bool = True, concurrency: int = 16,
-                       cost_cap: float | None = None, routers: Sequence[str] = (), seed: int = 0,
+                       query_window: int | None = None, cost_cap: float | None = None, routers: Sequence[str] = (), seed: int = 0,
                        dataset: dict[str, Any] | None = None, progress: bool = False, compact: bool = False,
                        ray: Any = None) -> RecordResult:
     """Record (or continue recording) the routing tree of ``queries`` with ``pool`` into ``folder``.
 
     ``depth``: routing decisions branched over before each branch is completed by each single
-    model (0: only the single-model chains). ``ray``: record on Ray workers (``"auto"``, an
+    model (0: only the single-model chains). ``concurrency``: calls in flight; ``query_window``:
+    queries in flight (default ``concurrency``). ``ray``: record on Ray workers (``"auto"``, an
     address or :class:`~roro_sdk.scale.RayOptions`), each query's subtree on one worker, every
     call written by this process into the same files. See the module docstring for the rest.
     """
@@ -101,6 +103,10 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}")
+    if query_window is None:
+        query_window = concurrency
+    elif not isinstance(query_window, int) or query_window < 1:
+        raise ConfigError(f"query_window must be a positive integer, got {query_window!r}")
     if cost_cap is not None and not cost_cap >= 0:
         raise ConfigError(f"cost_cap must be a non-negative number of dollars, got {cost_cap!r}")
     for s in pool.specs:
@@ -133,7 +139,8 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
     try:
         if ray is None:
             rpool = ModelPool(pool.specs, allow_unpriced=pool.allow_unpriced, prompt=pool.prompt, retry=pool.retry, cache=store)
-            await _Recorder(rpool, store, settings, side, concurrency=concurrency, cost_cap=cost_cap, res=res, bar=bar).run(qs)
+            await _Recorder(rpool, store, settings, side, concurrency=concurrency, query_window=query_window,
+                            cost_cap=cost_cap, res=res, bar=bar).run(qs)
         else:
             await _record_on_ray(pool, store, qs, settings, list(routers), seed, ray=ray, concurrency=concurrency,
                                  cost_cap=cost_cap, res=res, bar=bar)
@@ -161,15 +168,17 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
 
 
 class _Recorder:
-    """Records queries over one pool whose cache is ``store`` (live), ``concurrency`` at a time in
-    order: each query's tree level by level, then the side-call routers on it."""
+    """Records queries over one pool whose cache is ``store`` (live), ``query_window`` at a time in
+    order (``concurrency`` calls at a time): each query's tree level by level, then the side-call
+    routers on it."""
 
     def __init__(self, rpool: ModelPool, store: TreeStore, settings: RecordingSettings, side: Sequence[Any], *,
-                 concurrency: int, cost_cap: float | None, res: RecordResult, bar: Any = None) -> None:
+                 concurrency: int, query_window: int | None = None, cost_cap: float | None, res: RecordResult,
+                 bar: Any = None) -> None:
         self.rpool, self.store, self.settings, self.side = rpool, store, settings, list(side)
         self.cost_cap, self.res, self.bar = cost_cap, res, bar
         self.sem = asyncio.Semaphore(concurrency)
-        self.window = asyncio.Semaphore(concurrency)  # queries in flight; waiters are served in order
+        self.window = asyncio.Semaphore(query_window or concurrency)  # queries in flight; waiters are served in order
         self.inflight: dict[str | None, asyncio.Future] = {}
         self.reserved = 0.0  # dollars of the calls in flight, at their bound
 
