@@ -20,10 +20,9 @@
 # checkpoints: --resume) and the script; for a run in the background, signal its process group
 # (kill -INT -- -PGID).
 #
-# Stage 1 (recording, hours on a CPU; the committed trees are its output) is:
-#   roro record-tree --out $TRAIN --dataset rg:gsm_symbolic --seed 0 --limit 300 --depth 1 --compact
-#   roro record-tree --out $TEST --dataset rg:gsm_symbolic --seed 1000 --limit 100 --depth 1 \
-#       --routers steer:0.8,specreason:0.6,trim:0.5,random:0.5 --seed 1000 --compact
+# Stage 1 (recording, hours on a CPU; the committed trees are its output) is scripts/record_trees.sh:
+#   bash scripts/record_trees.sh train; bash scripts/record_trees.sh test   # resumable
+#   SNAPSHOT=1 bash scripts/record_trees.sh train   # (and test) copy the complete problems into data/trees/
 set -uo pipefail
 trap 'echo "interrupted"; exit 130' INT TERM  # runs once the stage in progress has stopped
 cd "$(dirname "$0")/.."
