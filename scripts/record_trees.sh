@@ -9,8 +9,8 @@
 #   DRY_RUN=1 ...                                # print the commands only
 #
 # Resumable: stop it at any time (Ctrl-C, kill, a reboot) and run it again; every recorded call is
-# answered from the working copy. The working copy is WORK/<tree> (default ~/.cache/roro-sdk/trees),
-# seeded from the committed tree the first time. Nothing is committed: after SNAPSHOT=1, check
+# answered from the working copy. The working copy is WORK/<tree> (default ~/.cache/roro-sdk/trees;
+# a relative WORK is taken from the repository's root), seeded from the committed tree the first time. Nothing is committed: after SNAPSHOT=1, check
 # `roro tree info` and commit data/trees/ yourself.
 #
 # Settings: the committed trees were computed on the torch engine in float32, and a tree refuses
@@ -41,10 +41,12 @@ if [[ -n "${SNAPSHOT:-}" ]]; then
   run "$PY" -m roro_sdk tree info "$committed"
   exit 0
 fi
-if [[ ! -d "$work" ]]; then
-  run mkdir -p "$work"
-  run cp "$committed/manifest.json" "$committed/queries.jsonl" "$committed/calls.jsonl.gz" "$work/"
+if [[ ! -f "$work/manifest.json" ]]; then  # seeded whole or not at all: a half copy would record from scratch
+  [[ -e "$work" ]] && { echo "$work exists without a manifest: remove it or set WORK" >&2; exit 2; }
+  run mkdir -p "$work.tmp"
+  run cp "$committed/manifest.json" "$committed/queries.jsonl" "$committed/calls.jsonl.gz" "$work.tmp/"
+  run mv "$work.tmp" "$work"
 fi
 run "$PY" -m roro_sdk record-tree --out "$work" --dataset rg:gsm_symbolic --seed "$seed" --limit "$limit" --depth 1 \
-  "${routers[@]}" --concurrency "${CONCURRENCY:-32}" --query-window "${QUERY_WINDOW:-12}"
+  ${routers[@]+"${routers[@]}"} --concurrency "${CONCURRENCY:-32}" --query-window "${QUERY_WINDOW:-12}"
 echo "recorded into $work; copy its complete problems with: SNAPSHOT=1 bash scripts/record_trees.sh $which"

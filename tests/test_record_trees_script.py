@@ -34,7 +34,10 @@ def _run(tmp_path, *args, **env):
     fake.chmod(0o755)
     log = tmp_path / "calls.jsonl"
     log.unlink(missing_ok=True)
-    full = dict(os.environ, PY=str(fake), FAKE_LOG=str(log), WORK=str(tmp_path / "work"), **env)
+    # the script's own knobs, which a developer may have exported, are not the test's
+    own = ("LIMIT", "SNAPSHOT", "DRY_RUN", "CONCURRENCY", "QUERY_WINDOW", "RORO_LOCAL_MAX_BATCH", "RORO_LOCAL_PREFIX_CACHE_MB")
+    full = {k: v for k, v in os.environ.items() if k not in own}
+    full.update(PY=str(fake), FAKE_LOG=str(log), WORK=str(tmp_path / "work"), **env)
     p = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full, timeout=60)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return p, calls
@@ -76,3 +79,6 @@ def test_snapshot_only_when_asked_and_bad_input_is_refused(tmp_path):
     for args, env in ((["both"], {}), ([], {}), (["train"], {"LIMIT": "0"}), (["train"], {"LIMIT": "x"})):
         p, calls = _run(tmp_path, *args, **env)
         assert p.returncode == 2 and p.stderr and not calls, (args, env)
+    # a working folder without a manifest (a copy that was interrupted) is not recorded into from scratch
+    p, calls = _run(tmp_path, "test")
+    assert p.returncode == 2 and "without a manifest" in p.stderr and not calls

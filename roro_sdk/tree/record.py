@@ -15,10 +15,14 @@ Right after each query's tree, each router of ``routers`` (e.g. STEER, SpecReaso
 on that query over the growing tree: every call it makes that the tree lacks (a probe, a
 verification, a path that switches model after ``depth``) is made live and recorded, so that
 router then replays with zero calls. Doing this per query, not after every query's tree, keeps a
-stopped recording usable up to its last finished query, side calls included. ``cost_cap`` (dollars of live calls in this run) stops recording before a
-tree call that could pass it (its :meth:`~roro_sdk.pool.ModelPool.call_cost_bound`, counting the
-calls in flight at theirs), and before each query's run of a router; a re-run with a higher cap
-continues where it stopped. Steps are recorded without the models' fallbacks: the tree holds what
+stopped recording usable up to its last finished query, side calls included (a query's routers
+run one after another: two escalating at the same step would otherwise pay one missing call
+twice).
+
+``cost_cap`` (dollars of live calls in this run) stops recording before a tree call that could
+pass it (its :meth:`~roro_sdk.pool.ModelPool.call_cost_bound`, counting the tree calls in flight at
+theirs), and before each query's run of a router; the runs of routers in flight may pass it by
+their own calls. A re-run with a higher cap continues where it stopped. Steps are recorded without the models' fallbacks: the tree holds what
 each model writes.
 """
 
@@ -107,6 +111,9 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         query_window = concurrency
     elif not isinstance(query_window, int) or query_window < 1:
         raise ConfigError(f"query_window must be a positive integer, got {query_window!r}")
+    elif ray is not None:
+        raise ConfigError("query_window applies to recording in this process; on Ray each worker takes a few queries "
+                          "at a time (RayOptions.concurrency)")
     if cost_cap is not None and not cost_cap >= 0:
         raise ConfigError(f"cost_cap must be a non-negative number of dollars, got {cost_cap!r}")
     for s in pool.specs:
@@ -127,10 +134,10 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
         check_local_dtypes(manifest, folder=folder)
     else:
         manifest = TreeManifest.of_pool(pool, settings)
+    append_queries(folder, qs)
     # listed before the first call: a snapshot of a killed recording must check these routers' calls
     manifest.recording.side_call_routers = sorted(set(manifest.recording.side_call_routers) | {r.strip() for r in routers})
     manifest.save(folder)
-    append_queries(folder, qs)
     store = TreeStore(folder, live=True, seed_in_key=settings.seed_in_key)
     stores_before = store.stores
     res = RecordResult(folder=str(folder), queries=len(qs))
@@ -149,7 +156,8 @@ async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], f
             bar.close()
         res.complete = res.complete and not res.errors  # a failed branch is a hole: re-run to fill it
         res.wall_s = time.perf_counter() - t0
-        # every live call is stored once; those that are not the tree's steps are the routers'
+        # every live call is stored once; those that are not the tree's steps are the routers' (on Ray, a
+        # query retried after its worker failed may count its first attempt's tree calls here too)
         res.router_live_calls = store.stores - stores_before - res.live_calls
         res.output_tokens, res.cost_usd = store.stored_output_tokens, store.stored_cost_usd
         store.close()
@@ -194,9 +202,13 @@ class _Recorder:
     async def _query(self, q: Query, runtimes: list[tuple[str, StepwiseRuntime]]) -> None:
         async with self.window:
             await self._tree(q)
-            if runtimes and self.res.stopped is None:
-                # together: their few live calls join one engine batch
-                await _all_or_cancel([self._route(rt, name, q) for name, rt in runtimes])
+            for name, rt in runtimes:
+                if self.res.stopped is not None:
+                    break
+                # one after another: two routers escalating at the same step would otherwise pay the
+                # same missing call twice (router calls are not shared in flight like the tree's);
+                # the other queries in the window keep the engine's batches full meanwhile
+                await self._route(rt, name, q)
 
     async def _tree(self, q: Query) -> None:
         level: list[tuple[Query, tuple[str, ...], tuple[str, ...]]] = [(q, (), ())]
