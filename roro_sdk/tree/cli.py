@@ -26,8 +26,8 @@ def cmd_record_tree(args: argparse.Namespace) -> int:
     routers = [r.strip() for r in args.routers.split(",") if r.strip()] if args.routers else []
     dataset = {"dataset": args.dataset, "seed": args.seed, "n": len(queries)}
     res = record_tree(pool, queries, args.out, depth=args.depth, max_steps=args.max_steps, concurrency=args.concurrency,
-                      query_window=args.query_window, cost_cap=args.cost_cap, routers=routers, seed=args.seed, dataset=dataset, progress=not args.quiet,
-                      compact=args.compact, ray=ray)
+                      query_window=args.query_window, cost_cap=args.cost_cap, routers=routers, seed=args.seed,
+                      dataset=dataset, progress=not args.quiet, compact=args.compact, ray=ray)
     print(f"record-tree: {res.queries} queries, {res.calls} tree steps ({res.live_calls} made now), "
           f"{res.router_live_calls} router calls made now, {len(res.errors)} errors; {res.wall_s:.1f} s, "
           f"{res.steps_per_s:.2f} calls/s, {res.tokens_per_s:.1f} output tokens/s; ${res.cost_usd:.6f} spent now")

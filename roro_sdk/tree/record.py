@@ -22,8 +22,8 @@ twice).
 ``cost_cap`` (dollars of live calls in this run) stops recording before a tree call that could
 pass it (its :meth:`~roro_sdk.pool.ModelPool.call_cost_bound`, counting the tree calls in flight at
 theirs), and before each query's run of a router; the runs of routers in flight may pass it by
-their own calls. A re-run with a higher cap continues where it stopped. Steps are recorded without the models' fallbacks: the tree holds what
-each model writes.
+their own calls. A re-run with a higher cap continues where it stopped. Steps are recorded
+without the models' fallbacks: the tree holds what each model writes.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def _seed_in_key(pool: ModelPool) -> bool:
 
 async def arecord_tree(pool: ModelPool, queries: Sequence[Query | str | dict], folder: str | Path, *, depth: int = 1,
                        max_steps: int = 24, stop_on_repeat: bool = True, concurrency: int = 16,
-                       query_window: int | None = None, cost_cap: float | None = None, routers: Sequence[str] = (), seed: int = 0,
-                       dataset: dict[str, Any] | None = None, progress: bool = False, compact: bool = False,
+                       query_window: int | None = None, cost_cap: float | None = None, routers: Sequence[str] = (),
+                       seed: int = 0, dataset: dict[str, Any] | None = None, progress: bool = False, compact: bool = False,
                        ray: Any = None) -> RecordResult:
     """Record (or continue recording) the routing tree of ``queries`` with ``pool`` into ``folder``.
 
