@@ -9,6 +9,8 @@ way of computing it: fp32 here is batch-invariant in our measurements, bf16 is n
 
     python benchmarks/tree_replay_fidelity.py --tree data/trees/qwen2.5-coder-0.5b-1.5b/gsm_symbolic-test \
         --limit 20 --routers all-small,all-large
+    python benchmarks/tree_replay_fidelity.py --tree data/trees/qwen2.5-coder-0.5b-1.5b/gsm_symbolic-train \
+        --offset 200 --limit 12 --out benchmarks/results/tree_replay_fidelity_train200.json
 
 Writes benchmarks/results/tree_replay_fidelity.json and prints a table.
 """
@@ -52,12 +54,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tree", required=True)
     ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--offset", type=int, default=0,
+                    help="skip the tree's first queries (e.g. to check the part recorded with other batch settings)")
     ap.add_argument("--routers", default="all-small,all-large")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results/tree_replay_fidelity.json")
     a = ap.parse_args()
     tree = RoutingTree(a.tree)
-    qs = tree.queries[: a.limit]
+    if a.offset < 0 or a.offset >= len(tree.queries):
+        ap.error(f"--offset must be in 0..{len(tree.queries) - 1} for this tree")
+    qs = tree.queries[a.offset : a.offset + a.limit]
     live_pool = tree.manifest.make_pool()
     replay_pool = tree.pool()
     rec = tree.manifest.recording
@@ -77,7 +83,7 @@ def main() -> None:
         r = rows[spec]
         print(f"{spec:<14} steps {r['steps']:4d}  differ {r['steps_differ']:3d} ({r['share_differ']:.1%})  answers differ "
               f"{r['answers_differ']}  live {t_live:7.1f} s  replay {t_rep:6.3f} s", flush=True)
-    result = {"tree": a.tree, "queries": len(qs), "weights": tree.manifest.weights, "concurrency": a.concurrency,
+    result = {"tree": a.tree, "offset": a.offset, "queries": len(qs), "weights": tree.manifest.weights, "concurrency": a.concurrency,
               "load_before": load0, "load_after": os.getloadavg(), "routers": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")

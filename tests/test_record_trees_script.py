@@ -18,7 +18,7 @@ from roro_sdk.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "record_trees.sh"
-ENV_KEYS = ("RORO_LOCAL_BACKEND", "RORO_LOCAL_DTYPE", "RORO_LOCAL_MAX_BATCH", "HF_HUB_OFFLINE")
+ENV_KEYS = ("RORO_LOCAL_BACKEND", "RORO_LOCAL_DTYPE", "RORO_LOCAL_MAX_BATCH", "MALLOC_ARENA_MAX", "HF_HUB_OFFLINE")
 
 FAKE = textwrap.dedent(f"""\
     #!{sys.executable}
@@ -35,7 +35,8 @@ def _run(tmp_path, *args, **env):
     log = tmp_path / "calls.jsonl"
     log.unlink(missing_ok=True)
     # the script's own knobs, which a developer may have exported, are not the test's
-    own = ("LIMIT", "SNAPSHOT", "DRY_RUN", "CONCURRENCY", "QUERY_WINDOW", "RORO_LOCAL_MAX_BATCH", "RORO_LOCAL_PREFIX_CACHE_MB")
+    own = ("LIMIT", "SNAPSHOT", "DRY_RUN", "CONCURRENCY", "QUERY_WINDOW", "RORO_LOCAL_MAX_BATCH", "RORO_LOCAL_PREFIX_CACHE_MB",
+           "MALLOC_ARENA_MAX")
     full = {k: v for k, v in os.environ.items() if k not in own}
     full.update(PY=str(fake), FAKE_LOG=str(log), WORK=str(tmp_path / "work"), **env)
     p = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full, timeout=60)
@@ -56,10 +57,10 @@ def test_records_into_a_working_copy_seeded_from_the_committed_tree(tmp_path, wh
     assert args[:3] == ["-m", "roro_sdk", "record-tree"]
     ns = build_parser().parse_args(args[2:])
     assert (ns.out, ns.dataset, ns.seed, ns.limit, ns.depth) == (str(work), "rg:gsm_symbolic", int(seed), int(limit), 1)
-    assert (ns.concurrency, ns.query_window) == (32, 12)
+    assert (ns.concurrency, ns.query_window) == (96, 32)
     assert bool(ns.routers) is routers
-    assert call["env"] == {"RORO_LOCAL_BACKEND": "torch", "RORO_LOCAL_DTYPE": "float32", "RORO_LOCAL_MAX_BATCH": "32",
-                           "HF_HUB_OFFLINE": "1"}
+    assert call["env"] == {"RORO_LOCAL_BACKEND": "torch", "RORO_LOCAL_DTYPE": "float32", "RORO_LOCAL_MAX_BATCH": "64",
+                           "MALLOC_ARENA_MAX": "2", "HF_HUB_OFFLINE": "1"}
     # a second run continues the working copy: nothing is copied over what it recorded
     (work / "calls.jsonl").write_text("recorded\n")
     p, _ = _run(tmp_path, which, LIMIT="7")
