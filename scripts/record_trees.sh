@@ -16,12 +16,14 @@
 # Settings: the committed trees were computed on the torch engine in float32, and a tree refuses
 # another computation, so these do too. A float32 decode step on a CPU costs much less per row
 # with many rows, and a depth-1 tree has only a few branches of a problem in flight at once, so it
-# is the number of problems in flight that fills the batches: 32 problems (they still finish
-# nearly in order), up to 96 calls and 64 rows per model. That doubled the training tree's calls/s
-# against 12 problems and 32 rows (docs/trees.md, "Recording cost"). About 3.5 GB of prefix cache
-# per model keeps the problems in flight cached; the process levels off near 21 GB. On a smaller
-# machine: QUERY_WINDOW=12 CONCURRENCY=32 RORO_LOCAL_MAX_BATCH=32 RORO_LOCAL_PREFIX_CACHE_MB=3072
-# (about 13 GB).
+# is the number of problems in flight that fills the batches (docs/trees.md, "Recording cost"):
+# 24 problems (they still finish nearly in order), up to 72 calls, 48 rows and 2 GB of prefix
+# cache per model. 32 problems and 64 rows recorded 1.7x faster than 12 problems and 32 rows, but
+# a batch's KV is padded to its longest row and the process was killed for memory twice at
+# 23.2 GiB on a 23.5 GiB machine; these settings recorded the training tree's last dozen problems
+# at 13.6 GiB (a full window of 24 not measured yet). A kill loses only the calls in flight: run
+# the script again. On a smaller machine: QUERY_WINDOW=12
+# CONCURRENCY=32 RORO_LOCAL_MAX_BATCH=32 RORO_LOCAL_PREFIX_CACHE_MB=3072 (about 13 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-}
@@ -36,8 +38,8 @@ committed=data/trees/qwen2.5-coder-0.5b-1.5b/gsm_symbolic-$which
 work=${WORK:-${RORO_CACHE_DIR:-$HOME/.cache/roro-sdk}/trees}/gsm_symbolic-$which
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false
 export RORO_LOCAL_BACKEND=torch RORO_LOCAL_DTYPE=float32
-export RORO_LOCAL_MAX_BATCH=${RORO_LOCAL_MAX_BATCH:-64} RORO_LOCAL_PREFIX_CACHE_MB=${RORO_LOCAL_PREFIX_CACHE_MB:-3584}
-# glibc's default per-thread arenas keep more freed KV memory: with them the process passed 22 GB
+export RORO_LOCAL_MAX_BATCH=${RORO_LOCAL_MAX_BATCH:-48} RORO_LOCAL_PREFIX_CACHE_MB=${RORO_LOCAL_PREFIX_CACHE_MB:-2048}
+# glibc's default per-thread arenas keep more of the freed KV memory
 export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
 run() { if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 
@@ -54,5 +56,5 @@ if [[ ! -f "$work/manifest.json" ]]; then  # seeded whole or not at all: a half 
   run mv "$work.tmp" "$work"
 fi
 run "$PY" -m roro_sdk record-tree --out "$work" --dataset rg:gsm_symbolic --seed "$seed" --limit "$limit" --depth 1 \
-  ${routers[@]+"${routers[@]}"} --concurrency "${CONCURRENCY:-96}" --query-window "${QUERY_WINDOW:-32}"
+  ${routers[@]+"${routers[@]}"} --concurrency "${CONCURRENCY:-72}" --query-window "${QUERY_WINDOW:-24}"
 echo "recorded into $work; copy its complete problems with: SNAPSHOT=1 bash scripts/record_trees.sh $which"

@@ -18,7 +18,8 @@ from roro_sdk.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "record_trees.sh"
-ENV_KEYS = ("RORO_LOCAL_BACKEND", "RORO_LOCAL_DTYPE", "RORO_LOCAL_MAX_BATCH", "MALLOC_ARENA_MAX", "HF_HUB_OFFLINE")
+ENV_KEYS = ("RORO_LOCAL_BACKEND", "RORO_LOCAL_DTYPE", "RORO_LOCAL_MAX_BATCH", "RORO_LOCAL_PREFIX_CACHE_MB", "MALLOC_ARENA_MAX",
+            "HF_HUB_OFFLINE")
 
 FAKE = textwrap.dedent(f"""\
     #!{sys.executable}
@@ -57,10 +58,10 @@ def test_records_into_a_working_copy_seeded_from_the_committed_tree(tmp_path, wh
     assert args[:3] == ["-m", "roro_sdk", "record-tree"]
     ns = build_parser().parse_args(args[2:])
     assert (ns.out, ns.dataset, ns.seed, ns.limit, ns.depth) == (str(work), "rg:gsm_symbolic", int(seed), int(limit), 1)
-    assert (ns.concurrency, ns.query_window) == (96, 32)
+    assert (ns.concurrency, ns.query_window) == (72, 24)
     assert bool(ns.routers) is routers
-    assert call["env"] == {"RORO_LOCAL_BACKEND": "torch", "RORO_LOCAL_DTYPE": "float32", "RORO_LOCAL_MAX_BATCH": "64",
-                           "MALLOC_ARENA_MAX": "2", "HF_HUB_OFFLINE": "1"}
+    assert call["env"] == {"RORO_LOCAL_BACKEND": "torch", "RORO_LOCAL_DTYPE": "float32", "RORO_LOCAL_MAX_BATCH": "48",
+                           "RORO_LOCAL_PREFIX_CACHE_MB": "2048", "MALLOC_ARENA_MAX": "2", "HF_HUB_OFFLINE": "1"}
     # a second run continues the working copy: nothing is copied over what it recorded
     (work / "calls.jsonl").write_text("recorded\n")
     p, _ = _run(tmp_path, which, LIMIT="7")
