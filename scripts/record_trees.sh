@@ -9,21 +9,18 @@
 #   DRY_RUN=1 ...                                # print the commands only
 #
 # Resumable: stop it at any time (Ctrl-C, kill, a reboot) and run it again; every recorded call is
-# answered from the working copy. The working copy is WORK/<tree> (default ~/.cache/roro-sdk/trees;
-# a relative WORK is taken from the repository's root), seeded from the committed tree the first time. Nothing is committed: after SNAPSHOT=1, check
-# `roro tree info` and commit data/trees/ yourself.
+# answered from the working copy. The working copy is WORK/<tree> (default
+# ~/.cache/roro-sdk/trees; a relative WORK is taken from the repository's root), seeded from the
+# committed tree the first time. Nothing is committed: after SNAPSHOT=1, check `roro tree info`
+# and commit data/trees/ yourself.
 #
 # Settings: the committed trees were computed on the torch engine in float32, and a tree refuses
-# another computation, so these do too. A float32 decode step on a CPU costs much less per row
-# with many rows, and a depth-1 tree has only a few branches of a problem in flight at once, so it
-# is the number of problems in flight that fills the batches (docs/trees.md, "Recording cost"):
-# 24 problems (they still finish nearly in order), up to 72 calls, 48 rows and 2 GB of prefix
-# cache per model. 32 problems and 64 rows recorded 1.7x faster than 12 problems and 32 rows, but
-# a batch's KV is padded to its longest row and the process was killed for memory twice at
-# 23.2 GiB on a 23.5 GiB machine; these settings recorded the training tree's last dozen problems
-# at 13.6 GiB (a full window of 24 not measured yet). A kill loses only the calls in flight: run
-# the script again. On a smaller machine: QUERY_WINDOW=12
-# CONCURRENCY=32 RORO_LOCAL_MAX_BATCH=32 RORO_LOCAL_PREFIX_CACHE_MB=3072 (about 13 GB).
+# another computation, so these do too. The number of problems in flight is what fills a CPU's
+# decode batches: 24 problems, up to 72 calls, 48 rows and 2 GB of prefix cache per model. More
+# problems record faster but were killed for memory on a 23.5 GiB machine; docs/trees.md ("On a
+# CPU, fill the batches") has the measurements. A kill loses only the calls in flight: run the
+# script again. On a smaller machine: QUERY_WINDOW=12 CONCURRENCY=32 RORO_LOCAL_MAX_BATCH=32
+# RORO_LOCAL_PREFIX_CACHE_MB=3072 (about 13 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-}
